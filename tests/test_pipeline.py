@@ -1,0 +1,128 @@
+"""End to end: the scripts chained through run directories, reruns, populations, interruption."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, run
+from utils import checkpoint
+from utils.rundir import RunDir
+
+
+def final_state(path):
+    return checkpoint.load(os.path.join(path, "checkpoints", "final.pt"))["state"]
+
+
+def train(out, *extra):
+    return run("train.py", "--smoke", "--threads", "1", "--out", out, *extra)
+
+
+def test_smoke_chain_end_to_end(tmp_path):
+    out = tmp_path / "runs"
+    proc = run("bash", "run_all.sh", "--preset", "smoke", "--out", out)
+    assert "summary: " in proc.stdout
+    setup = out / "synthetic"
+    summary = json.loads((setup / "summary.json").read_text())
+    assert summary["plrs"] == sorted(summary["plrs"]) == [1e-3, 1e-2, 0.3]
+    assert summary["dataset"] == "tick" and summary["model"] == "mlp_si"
+    for e in summary["per_plr"]:
+        for stage in (e["pretrain"], e["swa"], *e["finetune"].values()):
+            assert 0 <= stage["test_acc"] <= 1
+            f = stage["features_sorted"]
+            assert len(f) == 16 and f == sorted(f, reverse=True)
+        assert sorted(e["finetune"]) == ["0.0001", "0.003"]
+    for name in ("accuracy", "train_loss", "features"):
+        assert (setup / "figures" / f"{name}.png").stat().st_size > 10_000
+    # every metrics row has the contract's fields, and the weights stay on the unit sphere
+    rows = RunDir(str(setup / "pretrain" / "all")).metrics()
+    assert {"member", "step", "split", "loss", "acc", "weight_norm"} <= set(rows[0])
+    assert all(abs(r["weight_norm"] - 1) < 1e-5 for r in rows)
+    assert {r["step"] for r in rows} == {0, 50, 100, 150, 200}
+    # SWA's members and weights: the mean of the parent's last 5 snapshots
+    parent = checkpoint.load(str(setup / "pretrain" / "all" / "checkpoints" / "final.pt"))
+    swa = final_state(setup / "swa" / "all")
+    snaps = [parent["snapshots"][s] for s in sorted(parent["snapshots"])[-5:]]
+    torch.testing.assert_close(swa["w1"], torch.stack([s["w1"] for s in snaps]).mean(0))
+    # a second run of the same sweep does nothing and changes nothing
+    before = (setup / "summary.json").read_text()
+    mtime = (setup / "pretrain" / "all" / "results.json").stat().st_mtime_ns
+    proc = run("bash", "run_all.sh", "--preset", "smoke", "--out", out)
+    assert proc.stdout.count("is complete; nothing to do") == 3
+    assert (setup / "pretrain" / "all" / "results.json").stat().st_mtime_ns == mtime
+    assert json.loads((setup / "summary.json").read_text())["per_plr"] == json.loads(before)["per_plr"]
+
+
+def test_reruns_are_bitwise_identical(tmp_path):
+    args = ("--lr", "1e-3", "3e-2", "--seed", "0", "1")
+    train(tmp_path / "a", *args)
+    train(tmp_path / "b", *args)
+    a, b = final_state(tmp_path / "a"), final_state(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda p: [{k: v for k, v in r.items()} for r in RunDir(str(p)).metrics()]
+    assert strip(tmp_path / "a") == strip(tmp_path / "b")
+
+
+def test_member_in_population_equals_member_alone(tmp_path):
+    train(tmp_path / "pop", "--lr", "1e-3", "5e-3", "3e-2", "--seed", "0", "1", "--data_seed", "0", "2",
+          "--iters", "100", "--keep_snapshots", "0")
+    train(tmp_path / "one", "--lr", "5e-3", "--seed", "1", "--data_seed", "2", "--iters", "100",
+          "--keep_snapshots", "0")
+    members = RunDir(str(tmp_path / "pop")).members()
+    m = next(r["member"] for r in members if (r["plr"], r["seed"], r["data_seed"]) == (5e-3, 1, 2))
+    pop, one = final_state(tmp_path / "pop"), final_state(tmp_path / "one")
+    for k in ("w1", "w2", "w3"):
+        torch.testing.assert_close(pop[k][m], one[k][0], atol=1e-5, rtol=0)
+    # and it differs from its neighbours, so the comparison is not vacuous
+    assert not torch.allclose(pop["w1"][m - 1], one["w1"][0], atol=1e-3)
+
+
+def _start(out, *extra):
+    cmd = [sys.executable, "train.py", "--smoke", "--threads", "1", "--out", str(out), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, proc, timeout=120):
+    t0 = time.time()
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, sig):
+    args = ("--lr", "1e-3", "2e-2", "--seed", "0", "1", "--iters", "600", "--checkpoint_every", "40")
+    train(tmp_path / "ref", *args)
+    proc = _start(tmp_path / "cut", *args)
+    _wait_for(tmp_path / "cut" / "checkpoints" / "last.pt", proc)
+    time.sleep(0.3 * torch.rand(1).item())  # a random moment after the first checkpoint
+    proc.send_signal(sig)
+    out, _ = proc.communicate()
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and "checkpoint written at step" in out
+    assert not (tmp_path / "cut" / "results.json").exists()
+    resumed = train(tmp_path / "cut", *args)
+    assert "resuming" in resumed.stdout
+    ref, cut = final_state(tmp_path / "ref"), final_state(tmp_path / "cut")
+    assert all(torch.equal(ref[k], cut[k]) for k in ref)
+    assert RunDir(str(tmp_path / "ref")).metrics() == RunDir(str(tmp_path / "cut")).metrics()
+    ref_snaps = checkpoint.load(str(tmp_path / "ref" / "checkpoints" / "final.pt"))["snapshots"]
+    cut_snaps = checkpoint.load(str(tmp_path / "cut" / "checkpoints" / "final.pt"))["snapshots"]
+    assert sorted(ref_snaps) == sorted(cut_snaps)
+    assert all(torch.equal(ref_snaps[s]["w2"], cut_snaps[s]["w2"]) for s in ref_snaps)
+
+
+def test_corrupt_last_checkpoint_falls_back_to_previous(tmp_path):
+    path = str(tmp_path / "c.pt")
+    checkpoint.save(path, {"kind": "pretrain", "step": 1})
+    checkpoint.save(path, {"kind": "pretrain", "step": 2})
+    with open(path, "r+b") as f:
+        f.truncate(20)
+    assert checkpoint.load(path, kinds=["pretrain"])["step"] == 1

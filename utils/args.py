@@ -1,0 +1,89 @@
+"""Shared command-line flags, validation and the one-line error convention of every script.
+
+Scripts build their parser on `common_parser()` (parents=[...]) so shared flags are defined once.
+Bad input raises `UserError`; `main_guard` prints it as one line on stderr and exits with 2,
+never with a traceback, before anything is written.
+"""
+import argparse
+import math
+import sys
+
+import torch
+
+
+class UserError(Exception):
+    """Bad input: what is wrong and what to do, in one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr and exit 2 (no usage dump)."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def common_parser():
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("common")
+    g.add_argument("--out", required=True, help="run directory to write (created; resumed if it holds "
+                   "an unfinished run with the same configuration; skipped if complete)")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
+    g.add_argument("--eval_every", type=int, default=None,
+                   help="evaluate every this many iterations (synthetic) or epochs (images)")
+    g.add_argument("--checkpoint_every", type=int, default=None,
+                   help="write a resumable checkpoint every this many iterations / epochs")
+    g.add_argument("--smoke", action="store_true", help="tiny run for tests: few iterations")
+    return p
+
+
+# Flags that say how a run is executed, not what it computes: they may differ on resume.
+EXECUTION_FLAGS = {"out", "device", "threads", "checkpoint_every"}
+
+
+def check_lrs(lrs, name="--lr"):
+    """LRs must be a non-empty list of finite positive numbers."""
+    if not lrs:
+        raise UserError(f"{name} needs at least one learning rate")
+    for lr in lrs:
+        if not math.isfinite(lr) or lr <= 0:
+            raise UserError(f"{name} {lr!r}: learning rates must be finite and > 0")
+    if len(set(lrs)) != len(lrs):
+        raise UserError(f"{name} lists a learning rate twice: {lrs}")
+
+
+def check_positive(value, name):
+    if value is None or value < 1:
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_seeds(seeds, name):
+    if not seeds:
+        raise UserError(f"{name} needs at least one seed")
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"{name} must be distinct non-negative integers, got {seeds}")
+
+
+def setup_torch(args):
+    """Resolve --device and --threads; returns the torch.device."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UserError(f"--device {args.device!r} is not a device; use auto, cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def main_guard(main):
+    """Run main(); a UserError becomes one line on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,165 @@
+"""The run directory: the unit of record (DESIGN.md).
+
+  config.json     resolved arguments, argv, git commit, versions, host, Slurm ids, stage, parent
+  members.jsonl   one row per member (member, plr, flr, seed, data_seed, parent_member, lr)
+  metrics.jsonl   one row per evaluation per member; append-only
+  checkpoints/    last.pt (resumable, with last.pt.prev), final.pt (the trained weights)
+  results.json    written last: its presence means the run is complete
+Downstream tools read these files, never stdout.
+"""
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+
+import torch
+
+from utils import checkpoint
+from utils.args import EXECUTION_FLAGS, UserError
+
+
+def write_json_atomic(path, obj, indent=1):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=indent)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path, rows):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(tmp, path)
+
+
+def read_jsonl(path):
+    """Rows of a JSON-lines file; a torn last line (a kill during an append) is dropped."""
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i != len(lines) - 1:
+                raise
+    return rows
+
+
+def git_commit():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RunDir:
+    def __init__(self, path):
+        self.path = path
+        self.config_path = os.path.join(path, "config.json")
+        self.members_path = os.path.join(path, "members.jsonl")
+        self.metrics_path = os.path.join(path, "metrics.jsonl")
+        self.results_path = os.path.join(path, "results.json")
+        self.ckpt_dir = os.path.join(path, "checkpoints")
+        self.last_ckpt = os.path.join(self.ckpt_dir, "last.pt")
+        self.final_ckpt = os.path.join(self.ckpt_dir, "final.pt")
+
+    # ---- reading (downstream scripts) ----
+    def exists(self):
+        return os.path.exists(self.config_path)
+
+    def is_complete(self):
+        return os.path.exists(self.results_path)
+
+    def config(self):
+        with open(self.config_path) as f:
+            return json.load(f)
+
+    def members(self):
+        return read_jsonl(self.members_path)
+
+    def metrics(self):
+        return read_jsonl(self.metrics_path) if os.path.exists(self.metrics_path) else []
+
+    def results(self):
+        with open(self.results_path) as f:
+            return json.load(f)
+
+    def final(self, kinds=None):
+        """The complete run's final checkpoint (a UserError if the run is not complete)."""
+        if not self.is_complete():
+            raise UserError(f"{self.path} is not a complete run (no results.json); finish it first")
+        ckpt = checkpoint.load(self.final_ckpt, kinds=kinds)
+        if ckpt is None:
+            raise UserError(f"{self.path} has no checkpoints/final.pt")
+        return ckpt
+
+    # ---- writing (the script that owns the run) ----
+    def start(self, args, stage, members, parent=None):
+        """Create the run, or check that an existing one is the same configuration.
+
+        Returns "complete", "resume" or "new". Nothing is written when the directory holds a
+        different run, so a typo in --out can never clobber other results.
+        """
+        settings = {k: v for k, v in sorted(vars(args).items()) if k not in EXECUTION_FLAGS}
+        if self.exists():
+            try:
+                old = self.config()
+            except (OSError, ValueError) as e:
+                raise UserError(f"{self.config_path} is unreadable ({e}); choose another --out")
+            if old.get("stage") != stage or old.get("settings") != settings:
+                diff = sorted(k for k in set(settings) | set(old.get("settings", {}))
+                              if settings.get(k) != old.get("settings", {}).get(k))
+                raise UserError(f"{self.path} holds a different run ({old.get('stage')}; differs in "
+                                f"{', '.join(diff) or 'stage'}); choose another --out")
+            return "complete" if self.is_complete() else "resume"
+        if os.path.exists(self.path) and os.listdir(self.path):
+            raise UserError(f"{self.path} exists, is not empty and is not a run directory; choose another --out")
+        try:
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+            probe = os.path.join(self.path, ".write_test")
+            open(probe, "w").close()
+            os.remove(probe)
+        except OSError as e:
+            raise UserError(f"cannot write to {self.path}: {e.strerror}; choose another --out")
+        config = {
+            "stage": stage, "settings": settings, "args": vars(args), "argv": sys.argv,
+            "parent": parent, "git_commit": git_commit(), "torch": torch.__version__,
+            "python": platform.python_version(), "host": socket.gethostname(),
+            "slurm": {k: v for k, v in os.environ.items() if k.startswith("SLURM_") and
+                      k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME")},
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+        write_jsonl_atomic(self.members_path, members)
+        write_json_atomic(self.config_path, config)  # last: its presence marks a run directory
+        return "new"
+
+    def append_metrics(self, rows):
+        with open(self.metrics_path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+            f.flush()
+
+    def truncate_metrics(self, step):
+        """Drop rows after `step` (written after the checkpoint we resume from; they are redone)."""
+        if os.path.exists(self.metrics_path):
+            write_jsonl_atomic(self.metrics_path, [r for r in self.metrics() if r["step"] <= step])
+
+    def write_results(self, results):
+        write_json_atomic(self.results_path, results)
+
+
+def load_parent(path, kinds=("pretrain",)):
+    """The parent's RunDir, config and final checkpoint; a UserError if it is not a finished pre-training run."""
+    parent = RunDir(path)
+    if not parent.exists():
+        raise UserError(f"--from {path} is not a run directory (no config.json)")
+    config = parent.config()
+    if config.get("stage") not in kinds:
+        raise UserError(f"--from {path} is a {config.get('stage')} run; expected a {' or '.join(kinds)} run")
+    return parent, config, parent.final(kinds=list(kinds))
