@@ -1,6 +1,7 @@
 """End to end: the scripts chained through run directories, reruns, populations, interruption."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +56,16 @@ def test_smoke_chain_end_to_end(tmp_path):
     assert proc.stdout.count("is complete; nothing to do") == 3
     assert (setup / "pretrain" / "all" / "results.json").stat().st_mtime_ns == mtime
     assert json.loads((setup / "summary.json").read_text())["per_plr"] == json.loads(before)["per_plr"]
+    # the report copes with a partial sweep: no SWA stage, fine-tuning not feature-evaluated
+    part = tmp_path / "partial"
+    shutil.copytree(setup, part, ignore=shutil.ignore_patterns("swa", "figures", "summary.json"))
+    os.remove(part / "finetune" / "all" / "features.jsonl")
+    proc = run("report.py", "--root", part)
+    summary = json.loads((part / "summary.json").read_text())
+    assert all(e["swa"] is None for e in summary["per_plr"])
+    assert all(s["features_sorted"] is None for e in summary["per_plr"] for s in e["finetune"].values())
+    assert any("no swa runs" in n for n in summary["missing"]) and "note: no swa runs" in proc.stdout
+    assert (part / "figures" / "features.png").exists()
 
 
 def test_reruns_are_bitwise_identical(tmp_path):

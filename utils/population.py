@@ -61,8 +61,8 @@ def eval_rows(pop, data, step, elrs):
     rows, digest = [], []
     for split in ("train", "test"):
         loss, acc = evaluate(state, pop.P, data[f"x_{split}"], data[f"y_{split}"])
-        rows += [{"member": m, "step": step, "split": split, "loss": loss[m].item(), "acc": acc[m].item(),
-                  "weight_norm": norms[m], "lr": elrs[m]} for m in range(pop.M)]
+        rows += [{"member": m, "step": step, "split": split, "loss": lo, "acc": ac, "weight_norm": norms[m],
+                  "lr": elrs[m]} for m, (lo, ac) in enumerate(zip(loss.tolist(), acc.tolist()))]
         digest.append(f"{split} loss {loss.median():.4f} acc {acc.median():.1%} "
                       f"[{acc.min():.1%}, {acc.max():.1%}]")
     return rows, " | ".join(digest)

@@ -1,0 +1,43 @@
+"""SI ConvNet of width c (PROTOCOL.md section 3): the paper's small CNN for CIFAR-10 (c = 32) and
+CIFAR-100 (c = 128).
+
+  x (N, in, 32, 32)
+  conv3x3 in->c   BN ReLU              (N, c, 32, 32)
+  conv3x3 c->2c   BN ReLU MaxPool(2)   (N, 2c, 16, 16)
+  conv3x3 2c->4c  BN ReLU MaxPool(2)   (N, 4c, 8, 8)
+  conv3x3 4c->8c  BN ReLU MaxPool(2)   (N, 8c, 4, 4)
+  MaxPool(4), flatten                  (N, 8c)
+  Linear(8c -> classes, bias), fixed   (N, classes)
+
+Every conv is followed by BatchNorm without affine parameters, so the network is invariant to
+rescaling any conv weight by c > 0; the four conv weights are its only trainable (SI) parameters,
+9c(in + 42c) of them (387,936 for c = 32 on RGB). The last layer keeps its default-initialised
+bias (as the authors' ConvNetSI does), its weight is rescaled to Frobenius norm 10 and both are
+frozen: a trainable head would let the logits grow without bound and break the fixed effective LR.
+"""
+import torch
+from torch import nn
+
+HEAD_NORM = 10.0
+
+
+def _stage(cin, cout, pool):
+    layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False),  # bias is cancelled by BN anyway
+              nn.BatchNorm2d(cout, affine=False), nn.ReLU(inplace=True)]
+    return layers + [nn.MaxPool2d(2)] if pool else layers
+
+
+class ConvNetSI(nn.Sequential):
+    """The SI ConvNet as one nn.Sequential; `scale_invariant` tells models/si.py it may sphere it."""
+
+    scale_invariant = True
+
+    def __init__(self, width=32, num_classes=10, in_channels=3):
+        c = width
+        head = nn.Linear(8 * c, num_classes)
+        with torch.no_grad():
+            head.weight.mul_(HEAD_NORM / head.weight.norm())
+        head.requires_grad_(False)
+        super().__init__(*_stage(in_channels, c, False), *_stage(c, 2 * c, True),
+                         *_stage(2 * c, 4 * c, True), *_stage(4 * c, 8 * c, True),
+                         nn.MaxPool2d(4), nn.Flatten(), head)

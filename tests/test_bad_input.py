@@ -1,0 +1,80 @@
+"""Bad input: one clear line on stderr, a non-zero exit, and nothing already written changes."""
+import hashlib
+import os
+import shutil
+
+import pytest
+
+from conftest import run
+
+
+def tree_digest(root):
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A workspace with a finished pre-training run, a fine-tuning run and a damaged copy."""
+    w = tmp_path_factory.mktemp("world")
+    run("train.py", "--smoke", "--threads", "1", "--lr", "1e-3", "1e-2", "--out", w / "pt")
+    run("finetune.py", "--smoke", "--threads", "1", "--from", w / "pt", "--lr", "1e-3", "--out", w / "ft")
+    shutil.copytree(w / "pt", w / "pt_corrupt")
+    for name in ("final.pt",):
+        with open(w / "pt_corrupt" / "checkpoints" / name, "r+b") as f:
+            f.truncate(100)
+    shutil.copytree(w / "pt", w / "pt_unfinished")
+    os.remove(w / "pt_unfinished" / "results.json")
+    (w / "empty").mkdir()
+    return w
+
+
+CASES = {
+    "unknown setup": ("bash", "run_all.sh", "--setup", "imagenet", "--out", "{w}/sweep"),
+    "unknown preset": ("bash", "run_all.sh", "--preset", "huge", "--out", "{w}/sweep"),
+    "run_all unknown flag": ("bash", "run_all.sh", "--fast"),
+    "run_all unwritable out": ("bash", "run_all.sh", "--preset", "smoke", "--out", "/proc/no/such"),
+    "nan lr": ("train.py", "--smoke", "--lr", "nan", "--out", "{w}/new"),
+    "negative lr": ("train.py", "--smoke", "--lr", "1e-3", "-0.1", "--out", "{w}/new"),
+    "zero lr": ("train.py", "--smoke", "--lr", "0", "--out", "{w}/new"),
+    "empty lr grid": ("train.py", "--smoke", "--lr", "--out", "{w}/new"),
+    "duplicate lr": ("train.py", "--smoke", "--lr", "1e-3", "1e-3", "--out", "{w}/new"),
+    "negative seed": ("train.py", "--smoke", "--lr", "1e-3", "--seed", "-1", "--out", "{w}/new"),
+    "unknown model": ("train.py", "--smoke", "--lr", "1e-3", "--model", "vgg", "--out", "{w}/new"),
+    "unknown dataset": ("train.py", "--smoke", "--lr", "1e-3", "--dataset", "mnist3d", "--out", "{w}/new"),
+    "out holds another run": ("train.py", "--smoke", "--lr", "5e-3", "--out", "{w}/pt"),
+    "unwritable out": ("train.py", "--smoke", "--lr", "1e-3", "--out", "/proc/lrl_no_such/run"),  # root ignores chmod; /proc is unwritable
+    "out under a file": ("train.py", "--smoke", "--lr", "1e-3", "--out", "{w}/pt/config.json/run"),
+    "bad device": ("train.py", "--smoke", "--lr", "1e-3", "--device", "tpu", "--out", "{w}/new"),
+    "finetune from a finetune run": ("finetune.py", "--smoke", "--from", "{w}/ft", "--lr", "1e-3", "--out", "{w}/new"),
+    "finetune from nowhere": ("finetune.py", "--smoke", "--from", "{w}/nothing", "--lr", "1e-3", "--out", "{w}/new"),
+    "finetune from unfinished": ("finetune.py", "--smoke", "--from", "{w}/pt_unfinished", "--lr", "1e-3",
+                                 "--out", "{w}/new"),
+    "finetune from corrupt": ("finetune.py", "--smoke", "--from", "{w}/pt_corrupt", "--lr", "1e-3", "--out", "{w}/new"),
+    "finetune nan lr": ("finetune.py", "--smoke", "--from", "{w}/pt", "--lr", "nan", "--out", "{w}/new"),
+    "swa from a finetune run": ("swa.py", "--from", "{w}/ft", "--out", "{w}/new"),
+    "swa too many models": ("swa.py", "--from", "{w}/pt", "--n_models", "50", "--out", "{w}/new"),
+    "swa zero models": ("swa.py", "--from", "{w}/pt", "--n_models", "0", "--out", "{w}/new"),
+    "eval missing run": ("eval_fourier.py", "--run", "{w}/nothing"),
+    "eval corrupt run": ("eval_fourier.py", "--run", "{w}/pt_corrupt"),
+    "report missing root": ("report.py", "--root", "{w}/nothing"),
+    "report root without runs": ("report.py", "--root", "{w}/empty"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_fails_cleanly(world, name):
+    before = tree_digest(world)
+    args = [a.format(w=world) for a in CASES[name]]
+    proc = run(*args, check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert tree_digest(world) == before
+    assert not os.path.exists(world / "new")
