@@ -6,6 +6,7 @@
 #   bash run_all.sh                                   # synthetic setup, quick preset (minutes on a laptop CPU)
 #   bash run_all.sh --setup synthetic --preset paper  # the full protocol: 23 PLRs x 50 seeds, 11 FLRs
 #   bash run_all.sh --preset smoke --out /tmp/runs    # seconds; what the tests run
+#   bash run_all.sh --threads 1                       # torch CPU threads (1 is best on a busy machine)
 #
 # Everything goes to ROOT/SETUP/ (ROOT = --out, default runs): pretrain/, finetune/, swa/,
 # summary.json, figures/.
@@ -13,14 +14,15 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 die() { echo "error: $*" >&2; exit 2; }
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
-SETUP=synthetic PRESET=quick ROOT=runs PY=${PYTHON:-python}
+SETUP=synthetic PRESET=quick ROOT=runs PY=${PYTHON:-python} THREADS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --setup) [ $# -ge 2 ] || die "--setup needs a value"; SETUP=$2; shift 2 ;;
     --preset) [ $# -ge 2 ] || die "--preset needs a value"; PRESET=$2; shift 2 ;;
     --out) [ $# -ge 2 ] || die "--out needs a value"; ROOT=$2; shift 2 ;;
+    --threads) [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || die "--threads needs a non-negative integer"; THREADS=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see bash run_all.sh --help)" ;;
   esac
@@ -55,7 +57,7 @@ else
   echo "$SETUP $PRESET" > "$DIR/sweep.txt"
 fi
 
-step() { echo; echo "== $*"; "$@"; }
+step() { echo; echo "== $*"; "$@" --threads "$THREADS"; }
 start=$(date +%s)
 iters() { [ -n "$1" ] && echo "--iters $1" || true; }
 # shellcheck disable=SC2086  # grids and flags are word lists on purpose
@@ -67,7 +69,7 @@ iters() { [ -n "$1" ] && echo "--iters $1" || true; }
   for stage in pretrain finetune swa; do
     step $PY eval_fourier.py --run "$DIR/$stage/all"
   done
-  step $PY report.py --root "$DIR"
+  echo; echo "== $PY report.py --root $DIR"; $PY report.py --root "$DIR"
 }
 echo
 echo "sweep $SETUP/$PRESET finished in $(( $(date +%s) - start )) s"

@@ -127,7 +127,7 @@ class MLPPopulation:
         self.w1, self.w2 = w1.contiguous().clone(), w2.contiguous().clone()
         self.w3 = w3.reshape(M, H, 1).contiguous().clone()
         self.chunk = None
-        self._buffers = {}  # sgd_step's work tensors, by (chunk, batch size, device)
+        self._buffers = {}  # sgd_step's work tensors, by (chunk, batch size, device, dtype)
 
     @classmethod
     def from_members(cls, members, groups):
@@ -149,17 +149,15 @@ class MLPPopulation:
         return x.unsqueeze(1).expand(P, self.G, N, D).reshape(self.M, N, D)
 
     def _forward(self, xm):
-        z1 = torch.bmm(xm, self.w1.transpose(1, 2))  # (M, N, H)
-        h1, m1, r1 = _ln_relu(z1)
-        z2 = torch.bmm(h1, self.w2.transpose(1, 2))
-        h2, m2, r2 = _ln_relu(z2)
-        logits = torch.bmm(h2, self.w3).squeeze(-1)  # (M, N)
-        return logits, (z1, h1, m1, r1, z2, h2, m2, r2)
+        """xm: (M, N, D) -> logits (M, N)."""
+        h1 = _ln_relu(torch.bmm(xm, self.w1.transpose(1, 2)))[0]  # (M, N, H)
+        h2 = _ln_relu(torch.bmm(h1, self.w2.transpose(1, 2)))[0]
+        return torch.bmm(h2, self.w3).squeeze(-1)
 
     @torch.no_grad()
     def logits(self, x):
         """x: (P, N, D) -> logits (P, G, N)."""
-        return self._forward(self._expand(x))[0].view(self.P, self.G, -1)
+        return self._forward(self._expand(x)).view(self.P, self.G, -1)
 
     @torch.no_grad()
     def sgd_step(self, x, y, lr, radius):

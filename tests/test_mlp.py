@@ -14,6 +14,17 @@ from models.mlp import LN_EPS, MLPPopulation, SIMLP, init_member
 CHUNKS = [None, 5]  # default (one chunk here), and chunks that straddle groups
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These populations are tiny: a second intra-op thread only adds synchronisation, and on a
+    busy machine (the other core taken) each parallel region can wait a whole time slice (seen:
+    5 s -> 25 s for this file)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def members(P, G, seed0=0):
     return [init_member(seed0 + m // G) for m in range(P * G)]  # all LRs of a group share the init
 
