@@ -1,4 +1,4 @@
-"""Model registry: name -> (module class, the data kind it takes)."""
+"""Model registry: name -> module class (the image models are not registered until the scripts use them)."""
 from utils.args import UserError
 from models.mlp import SIMLP
 
