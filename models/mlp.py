@@ -229,7 +229,7 @@ class MLPPopulation:
     def project(self, radius):
         """Rescale each member's SI weights jointly to norm `radius` (the sphere)."""
         w1, w2 = self.w1.view(self.M, -1), self.w2.view(self.M, -1)
-        n2 = w1.pow(2).sum(1) + w2.pow(2).sum(1)
-        scale = torch.rsqrt(n2).mul_(radius).unsqueeze(1)
+        norm = torch.hypot(torch.linalg.vector_norm(w1, dim=1), torch.linalg.vector_norm(w2, dim=1))
+        scale = norm.reciprocal_().mul_(radius).unsqueeze(1)  # (M, 1); no (M, H*D) temporaries
         w1.mul_(scale)
         w2.mul_(scale)
