@@ -101,6 +101,18 @@ def _ln_relu_backward_(dh, h, z, mean, rstd):
                                            [True, False, False])[0]
 
 
+def _project_(w1, w2, radius, n1=None, n2=None):
+    """Rescale each row pair of w1, w2 (C, H*D), (C, H*H) jointly to norm `radius`, in place.
+
+    n1, n2: optional (C,) buffers for the norms; no (C, H*D) temporaries either way.
+    """
+    n1 = torch.linalg.vector_norm(w1, dim=1, out=n1)
+    n2 = torch.linalg.vector_norm(w2, dim=1, out=n2)
+    scale = torch.hypot(n1, n2, out=n1).reciprocal_().mul_(radius).unsqueeze(1)  # (C, 1)
+    w1.mul_(scale)
+    w2.mul_(scale)
+
+
 # Members per chunk of the CPU step. A chunk's working set (weights 8 KB + activations 14 KB per
 # member, ~11 MB at 512) stays in the L3 cache, while each op still covers ~10^5 elements, so the
 # ~3-5 us of Python and dispatcher overhead per op is small and intra-op threads get work to split.
@@ -219,17 +231,8 @@ class MLPPopulation:
         w2.baddbmm_(dz.transpose(1, 2), h1, alpha=-1.0)  # w2 -= lr * dz2^T h1
         dz = _ln_relu_backward_(dh, h1, z1, b["m1"], b["r1"])  # d/dz1
         w1.baddbmm_(dz.transpose(1, 2), xm, alpha=-1.0)
-        # projection: both matrices jointly back to norm `radius`
-        n1 = torch.linalg.vector_norm(w1.view(c, -1), dim=1, out=b["n1"])
-        n2 = torch.linalg.vector_norm(w2.view(c, -1), dim=1, out=b["n2"])
-        scale = torch.hypot(n1, n2, out=n1).reciprocal_().mul_(radius).view(c, 1, 1)
-        w1.mul_(scale)
-        w2.mul_(scale)
+        _project_(w1.view(c, -1), w2.view(c, -1), radius, b["n1"], b["n2"])
 
     def project(self, radius):
         """Rescale each member's SI weights jointly to norm `radius` (the sphere)."""
-        w1, w2 = self.w1.view(self.M, -1), self.w2.view(self.M, -1)
-        norm = torch.hypot(torch.linalg.vector_norm(w1, dim=1), torch.linalg.vector_norm(w2, dim=1))
-        scale = norm.reciprocal_().mul_(radius).unsqueeze(1)  # (M, 1); no (M, H*D) temporaries
-        w1.mul_(scale)
-        w2.mul_(scale)
+        _project_(self.w1.view(self.M, -1), self.w2.view(self.M, -1), radius)
