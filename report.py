@@ -10,7 +10,6 @@ members.jsonl, features.jsonl); incomplete runs and missing stages are reported 
 Evaluation computes, plotting reads: the figures are drawn from summary.json alone.
 """
 import glob
-import json
 import os
 from collections import defaultdict
 
@@ -21,9 +20,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from utils.args import Parser, UserError, main_guard  # noqa: E402
+from utils.regimes import label_regimes  # noqa: E402
 from utils.rundir import RunDir, read_jsonl, write_json_atomic  # noqa: E402
 
 STAGES = ("pretrain", "finetune", "swa")
+CHANCE = {"tick": 0.5, "cifar10": 0.1, "cifar100": 0.01, "fashion_mnist": 0.1}
+# Regime boundaries drawn by the authors (PROTOCOL.md section 4), by (dataset, model)
+PAPER_BOUNDARIES = {
+    ("tick", "mlp_si"): (7.5e-3, 1.78e-2, 5.6e-2),
+    ("cifar10", "resnet18_si"): (3e-4, 1.4e-3, 2e-2), ("cifar10", "convnet_si"): (5e-4, 2e-3, 2e-2),
+    ("cifar100", "convnet_si"): (2e-4, 2e-3, 0.1), ("cifar100", "resnet18_si"): (1e-4, 2e-3, 0.1),
+    ("cifar10", "resnet18"): (2e-3, 0.1, None), ("cifar100", "resnet18"): (2e-3, 0.1, None)}
 FLR_KEY = "%.3g"
 
 
@@ -42,12 +49,38 @@ def collect(root):
             config, members, results = rd.config(), rd.members(), rd.results()
             feats_path = os.path.join(d, "features.jsonl")
             feats = {r["member"]: r for r in read_jsonl(feats_path)} if os.path.exists(feats_path) else {}
+            curves = defaultdict(list)  # pre-training: each member's train-loss curve, for the regimes
+            if stage == "pretrain":
+                for r in rd.metrics():
+                    if r["split"] == "train" and not r.get("swa"):
+                        curves[r["member"]].append((r["step"], r["loss"]))
             if not feats:
                 notes.append(f"{d} has no features.jsonl (run eval_fourier.py --run {d})")
             for m, res in zip(members, results["members"]):
+                f = feats.get(m["member"], {})
                 records.append(dict(m, **res, stage=stage, run=d, setup=config.get("settings", {}),
-                                    features=feats.get(m["member"], {}).get("features")))
+                                    features=f.get("features"), bands=f.get("bands"),
+                                    curve=curves.get(m["member"])))
     return records, notes
+
+
+def collect_geometry(root, notes):
+    """Pair rows of every complete geometry run under ROOT/geometry/ (eval_geometry.py), the
+    appendix-G rows (test error and sharpness at a fixed training loss) and that loss."""
+    pairs, at_loss, target = [], [], None
+    dirs = sorted(d for d in glob.glob(os.path.join(root, "geometry", "*")) if os.path.isdir(d))
+    if not dirs:
+        notes.append("no geometry runs (eval_geometry.py)")
+    for d in dirs:
+        rd = RunDir(d)
+        if not rd.exists() or not rd.is_complete():
+            notes.append(f"{d} is not complete; skipped")
+            continue
+        res = rd.results()
+        pairs += res["pairs"]
+        at_loss += res.get("at_loss", [])
+        target = res.get("at_loss_target", target)
+    return pairs, at_loss, target
 
 
 def mean_std(values):
@@ -64,16 +97,37 @@ def sorted_features(recs):
     return a.mean(0).tolist(), a.std(0).tolist()
 
 
+def band_means(recs):
+    """Mean over members of each band group's accuracy (groups every member has), or None."""
+    bands = [r["bands"] for r in recs if r.get("bands")]
+    if not bands:
+        return None
+    keys = [k for k in bands[0] if all(k in b for b in bands)]
+    return {k: float(np.mean([b[k] for b in bands])) for k in keys}
+
+
 def stage_summary(recs):
     out = {}
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         out[key], out[f"{key}_std"] = mean_std([r[key] for r in recs])
     out["n_seeds"] = len(recs)
     out["features_sorted"], out["features_sorted_std"] = sorted_features(recs)
+    out["bands"] = band_means(recs)
     return out
 
 
-def summarize(records, root):
+def geometry_summary(pairs, plr):
+    """summary.json's per-PLR geometry: means over seeds of angle and barriers for each pair kind."""
+    out = {}
+    for kind in ("low_high", "swa_high", "swa_low"):
+        sel = [p for p in pairs if p["plr"] == plr and p["pair"] == kind]
+        for q in ("angle", "train_barrier", "test_barrier"):
+            vals = [p[q] for p in sel if p[q] is not None]
+            out[f"{q}_{kind}"] = float(np.mean(vals)) if vals else None
+    return out if any(v is not None for v in out.values()) else None
+
+
+def summarize(records, root, pairs=()):
     by = defaultdict(list)
     for r in records:
         by[(r["stage"], r["plr"], r["flr"])].append(r)
@@ -86,13 +140,52 @@ def summarize(records, root):
         entry["finetune"] = {FLR_KEY % f: stage_summary(by[("finetune", plr, f)]) for f in flrs}
         swa = by.get(("swa", plr, None))
         entry["swa"] = stage_summary(swa) if swa else None
-        entry["geometry"] = None
+        entry["geometry"] = geometry_summary(pairs, plr)
         per_plr.append(entry)
     setup = first.get("setup", {})
-    return {"setup": os.path.basename(os.path.normpath(root)), "dataset": setup.get("dataset"),
-            "model": setup.get("model"), "plrs": plrs,
-            "boundaries": {"1|2": None, "2A|2B": None, "2|3": None}, "recommended_plr": None,
-            "per_plr": per_plr}
+    summary = {"setup": os.path.basename(os.path.normpath(root)), "dataset": setup.get("dataset"),
+               "model": setup.get("model"), "plrs": plrs,
+               "boundaries": {"1|2": None, "2A|2B": None, "2|3": None}, "recommended_plr": None,
+               "per_plr": per_plr}
+    paper = PAPER_BOUNDARIES.get((summary["dataset"], summary["model"]))
+    summary["paper_boundaries"] = dict(zip(("1|2", "2A|2B", "2|3"), paper)) if paper else None
+    return summary
+
+
+def mean_curve(recs):
+    """The members' train-loss curves averaged step by step (steps all of them have), or None."""
+    curves = [dict(r["curve"]) for r in recs if r.get("curve")]
+    if not curves:
+        return None
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return [(s, float(np.mean([c[s] for c in curves]))) for s in steps]
+
+
+def add_regimes(summary, records, notes):
+    """Fill regime, boundaries, recommended_plr (utils/regimes.py; the rule is in the README)."""
+    per = summary["per_plr"]
+    chance = CHANCE.get(summary["dataset"])
+    if chance is None:
+        notes.append(f"no chance level known for dataset {summary['dataset']!r}; regimes not labelled")
+        return
+    curves = []
+    for e in per:  # the second half of pre-training: still falling (regime 1) or flat (regime 2)?
+        c = mean_curve([r for r in records if r["stage"] == "pretrain" and r["plr"] == e["plr"]])
+        curves.append([p for p in c if p[0] >= c[-1][0] / 2] if c else None)
+    try:
+        out = label_regimes(
+            [e["plr"] for e in per], [e["pretrain"]["train_loss"] for e in per],
+            [e["pretrain"]["train_acc"] for e in per], chance,
+            ft_acc=[{k: s["test_acc"] for k, s in e["finetune"].items()} or None for e in per],
+            swa_acc=[e["swa"]["test_acc"] if e["swa"] else None for e in per], loss_curves=curves,
+            pt_test_acc=[e["pretrain"]["test_acc"] for e in per], practical=summary["model"] == "resnet18")
+    except ValueError as err:
+        notes.append(f"regimes not labelled: {err}")
+        return
+    for e, label in zip(per, out["labels"]):
+        e["regime"] = label
+    summary.update(boundaries=out["boundaries"], brackets=out["brackets"], recommended_plr=out["recommended_plr"],
+                   recommendation_reason=out["reason"], rule=out["rule"])
 
 
 # ---------------------------------------------------------------- figures (read summary only)
@@ -101,6 +194,14 @@ def _band(ax, x, mean, std, **kw):
     mean, std = np.asarray(mean), np.asarray(std)
     line, = ax.plot(x, mean, marker="o", ms=3, **kw)
     ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
+
+
+def _legend(axes):
+    """A legend on the first panel that has labelled lines (panels without data have none)."""
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+            return
 
 
 def _save(fig, figdir, name):
@@ -133,6 +234,7 @@ def plot_accuracy(summary, figdir):
     if swa:
         _band(ax, [p for p, _ in swa], [100 * s["test_acc"] for _, s in swa],
               [100 * s["test_acc_std"] for _, s in swa], color="tab:red", lw=2, label="SWA")
+    shade_regimes(ax, summary)
     ax.set(xscale="log", xlabel="pre-training LR (ELR)", ylabel="test accuracy, %",
            title=f"{summary['setup']}: test accuracy (mean ± std over seeds)")
     ax.grid(alpha=0.3)
@@ -177,9 +279,151 @@ def plot_features(summary, figdir):
         ax.set(xscale="log", title=title, xlabel="pre-training LR (ELR)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("single-feature test accuracy, %")
-    axes[0][0].legend(fontsize=7)
+    _legend(axes[0])
     fig.suptitle(f"{summary['setup']}: sorted single-feature accuracies (mean over seeds)")
     return _save(fig, figdir, "features") if drawn else plt.close(fig)
+
+REGIME_COLORS = {"1": "tab:green", "2A": "tab:blue", "2B": "tab:purple", "2": "tab:blue", "3": "tab:red"}
+
+
+def shade_regimes(ax, summary):
+    """Background bands per regime: each PLR's label spans to the log-midpoints with its neighbours."""
+    per = summary["per_plr"]
+    x = np.log10([e["plr"] for e in per])
+    edges = np.concatenate([[x[0] - 0.25], (x[1:] + x[:-1]) / 2, [x[-1] + 0.25]]) if len(x) > 1 else \
+        np.array([x[0] - 0.25, x[0] + 0.25])
+    seen = set()
+    for e, lo, hi in zip(per, edges[:-1], edges[1:]):
+        r = e.get("regime")
+        if r in REGIME_COLORS:
+            ax.axvspan(10 ** lo, 10 ** hi, color=REGIME_COLORS[r], alpha=0.08, lw=0,
+                       label=None if r in seen else f"regime {r}")
+            seen.add(r)
+
+
+def plot_pretrain(summary, figdir):
+    """Pre-training train loss and test accuracy vs PLR with the detected regimes (paper Fig. 1)."""
+    per = summary["per_plr"]
+    x = [e["plr"] for e in per]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    a1.errorbar(x, [e["pretrain"]["train_loss"] for e in per], [e["pretrain"]["train_loss_std"] for e in per],
+                marker="o", ms=3, color="k", capsize=2)
+    a1.set(yscale="log", ylabel="train loss, end of pre-training")
+    _band(a2, x, [100 * e["pretrain"]["test_acc"] for e in per], [100 * e["pretrain"]["test_acc_std"] for e in per],
+          color="k", label="test")
+    _band(a2, x, [100 * e["pretrain"]["train_acc"] for e in per], [100 * e["pretrain"]["train_acc_std"] for e in per],
+          color="tab:gray", ls="--", label="train")
+    a2.set(ylabel="accuracy, %")
+    for ax in (a1, a2):
+        shade_regimes(ax, summary)
+        ax.set(xscale="log", xlabel="pre-training LR (ELR)")
+        ax.grid(alpha=0.3)
+    a2.legend(fontsize=7)
+    fig.suptitle(f"{summary['setup']}: pre-training, regimes detected by report.py")
+    return _save(fig, figdir, "pretrain")
+
+
+def plot_geometry(summary, figdir):
+    """Angles and train/test error barriers between FT-low, FT-high and SWA vs PLR (paper Fig. 3, 9)."""
+    per = [e for e in summary["per_plr"] if e.get("geometry")]
+    if not per:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (q, label) in zip(axes, (("angle", "angle, rad"), ("train_barrier", "train error barrier, %"),
+                                     ("test_barrier", "test error barrier, %"))):
+        for kind, color in (("low_high", "tab:blue"), ("swa_high", "tab:orange"), ("swa_low", "tab:green")):
+            pts = [(e["plr"], e["geometry"][f"{q}_{kind}"]) for e in per if e["geometry"][f"{q}_{kind}"] is not None]
+            if pts:
+                scale = 1 if q == "angle" else 100
+                ax.plot([p for p, _ in pts], [scale * v for _, v in pts], marker="o", ms=3, color=color,
+                        label=kind.replace("_", " / ").replace("low", "FT-low").replace("high", "FT-high")
+                        .replace("swa", "SWA"))
+        shade_regimes(ax, summary)
+        ax.set(xscale="log", xlabel="pre-training LR (ELR)", ylabel=label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{summary['setup']}: geometry of the solutions (mean over seeds)")
+    return _save(fig, figdir, "geometry")
+
+
+def plot_bands(summary, figdir):
+    """Accuracy on frequency-band test sets vs PLR after PT, SWA, FT-low, FT-high (paper Fig. 5, 11, 13)."""
+    per = summary["per_plr"]
+    keys = flr_keys(summary)
+    panels = [("pre-training", lambda e: e["pretrain"]), ("SWA", lambda e: e["swa"])]
+    if keys:
+        panels += [(f"fine-tuning, low FLR {keys[0]}", lambda e, k=keys[0]: e["finetune"].get(k)),
+                   (f"fine-tuning, high FLR {keys[-1]}", lambda e, k=keys[-1]: e["finetune"].get(k))]
+    if not any(get(e) and get(e).get("bands") for _, get in panels for e in per):
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("coolwarm")
+    for ax, (title, get) in zip(axes[0], panels):
+        pts = [(e["plr"], get(e)["bands"]) for e in per if get(e) and get(e).get("bands")]
+        if not pts:
+            ax.set_title(f"{title}\n(no data)")
+            continue
+        groups = list(pts[0][1])
+        for i, g in enumerate(groups):
+            ax.plot([p for p, _ in pts], [100 * b.get(g, np.nan) for _, b in pts], marker="o", ms=3,
+                    color=cmap(i / max(1, len(groups) - 1)), label=f"band {g}")
+        shade_regimes(ax, summary)
+        ax.set(xscale="log", title=title, xlabel="pre-training LR (ELR)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("band test accuracy, %")
+    _legend(axes[0])
+    fig.suptitle(f"{summary['setup']}: accuracy on frequency-band test sets (mean over seeds)")
+    return _save(fig, figdir, "bands")
+
+
+def plot_sharpness(summary, figdir):
+    """Test error vs sharpness of fine-tuned solutions at a fixed training loss (paper Fig. 17)."""
+    rows = [r for r in summary.get("at_loss", []) if r["sharpness"] is not None and r["test_err"] is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    sc = ax.scatter([r["sharpness"] for r in rows], [100 * r["test_err"] for r in rows],
+                    c=np.log10([r["plr"] for r in rows]), cmap="viridis", s=18)
+    fig.colorbar(sc, ax=ax, label="log10 PLR")
+    ax.set(xlabel="sharpness (mean mini-batch gradient norm)", ylabel="test error, %",
+           title=f"{summary['setup']}: fine-tuned solutions at train loss {summary.get('at_loss_target')}")
+    ax.grid(alpha=0.3)
+    return _save(fig, figdir, "sharpness")
+
+
+def write_report_md(summary, root, drawn):
+    """A one-page report.md: regimes, boundaries next to the paper's, the recommendation, the figures."""
+    fmt = lambda v: "-" if v is None else f"{v:.3g}"
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
+    b, paper = summary["boundaries"], summary.get("paper_boundaries") or {}
+    lines = [f"# {summary['setup']}: which initial learning rate?", "",
+             f"Dataset `{summary['dataset']}`, model `{summary['model']}`, {len(summary['plrs'])} PLRs "
+             f"({fmt(summary['plrs'][0])} ... {fmt(summary['plrs'][-1])}).", "",
+             f"**Recommended initial (pre-training) LR: {fmt(summary['recommended_plr'])}**"
+             + (f" - {summary['recommendation_reason']}" if summary.get("recommendation_reason") else ""), "",
+             "| boundary | detected | bracket | paper |", "|---|---|---|---|"]
+    for k in ("1|2", "2A|2B", "2|3"):
+        br = (summary.get("brackets") or {}).get(k)
+        lines.append(f"| {k} | {fmt(b.get(k))} | {'-' if not br else f'{fmt(br[0])} .. {fmt(br[1])}'} | "
+                     f"{fmt(paper.get(k))} |")
+    lines += ["", "| PLR | regime | PT train loss | PT test % | SWA test % | FT test % (each FLR) | angle FT-low/high |",
+              "|---|---|---|---|---|---|---|"]
+    for e in summary["per_plr"]:
+        ft = " / ".join(pct(s["test_acc"]) for _, s in sorted(e["finetune"].items(), key=lambda kv: float(kv[0])))
+        geo = (e.get("geometry") or {}).get("angle_low_high")
+        lines.append(f"| {fmt(e['plr'])} | {e.get('regime') or '-'} | {fmt(e['pretrain']['train_loss'])} | "
+                     f"{pct(e['pretrain']['test_acc'])} | {pct((e['swa'] or {}).get('test_acc'))} | {ft or '-'} | "
+                     f"{fmt(geo)} |")
+    if summary.get("rule"):
+        lines += ["", "## How the regimes are labelled", "", summary["rule"]]
+    lines += ["", "## Figures", ""] + [f"![{n}](figures/{n}.png)" for n in drawn]
+    if summary.get("missing"):
+        lines += ["", "## Missing", ""] + [f"- {n}" for n in summary["missing"]]
+    path = os.path.join(root, "report.md")
+    with open(f"{path}.tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(f"{path}.tmp", path)
+    return path
 
 
 def main():
@@ -189,11 +433,14 @@ def main():
     if not os.path.isdir(args.root):
         raise UserError(f"--root {args.root} is not a directory")
     records, notes = collect(args.root)
+    pairs, at_loss, target = collect_geometry(args.root, notes)
     for n in notes:
         print(f"note: {n}")
     if not any(r["stage"] == "pretrain" for r in records):
         raise UserError(f"--root {args.root} holds no complete pre-training run; nothing to report")
-    summary = summarize(records, args.root)
+    summary = summarize(records, args.root, pairs)
+    add_regimes(summary, records, notes)
+    summary["at_loss"], summary["at_loss_target"] = at_loss, target
     summary["missing"] = notes
     try:
         figdir = os.path.join(args.root, "figures")
@@ -201,17 +448,25 @@ def main():
         write_json_atomic(os.path.join(args.root, "summary.json"), summary)
     except OSError as e:
         raise UserError(f"cannot write to {args.root}: {e.strerror}")
-    drawn = [f for f in (plot_accuracy(summary, figdir), plot_train_loss(summary, figdir),
-                         plot_features(summary, figdir)) if f]
+    drawn = [f for f in (plot_pretrain(summary, figdir), plot_accuracy(summary, figdir),
+                         plot_train_loss(summary, figdir), plot_features(summary, figdir),
+                         plot_bands(summary, figdir), plot_geometry(summary, figdir),
+                         plot_sharpness(summary, figdir)) if f]
+    report = write_report_md(summary, args.root, drawn)
     print(f"summary: {os.path.join(args.root, 'summary.json')}")
+    print(f"report:  {report}")
     print(f"figures: {figdir}/ ({', '.join(drawn)})")
-    print(f"{'PLR':>9} {'PT train loss':>13} {'PT test':>8} {'SWA test':>8} {'best FT test':>12}  top-2 features PT")
+    b = summary["boundaries"]
+    print(f"regimes: 1|2 {b['1|2']}, 2A|2B {b['2A|2B']}, 2|3 {b['2|3']}; recommended PLR "
+          f"{summary['recommended_plr']} ({summary.get('recommendation_reason', 'no regimes')})")
+    print(f"{'PLR':>9} {'regime':>6} {'PT train loss':>13} {'PT test':>8} {'SWA test':>8} {'best FT test':>12}  "
+          f"top-2 features PT")
     for e in summary["per_plr"]:
         ft = max((s["test_acc"] for s in e["finetune"].values()), default=float("nan"))
         swa = e["swa"]["test_acc"] if e["swa"] else float("nan")
         fs = e["pretrain"]["features_sorted"]
         top = f"{fs[0]:.1%} {fs[1]:.1%}" if fs else "-"
-        print(f"{e['plr']:9.3g} {e['pretrain']['train_loss']:13.3g} {e['pretrain']['test_acc']:8.1%} "
+        print(f"{e['plr']:9.3g} {e['regime'] or '-':>6} {e['pretrain']['train_loss']:13.3g} {e['pretrain']['test_acc']:8.1%} "
               f"{swa:8.1%} {ft:12.1%}  {top}")
 
 

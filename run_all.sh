@@ -1,77 +1,222 @@
 #!/usr/bin/env bash
-# Run a whole LR sweep of one setup: pre-train -> fine-tune (all FLRs) and SWA -> feature
-# evaluation -> report. Finished runs are skipped and interrupted ones resume, so rerunning the
-# same command after a crash or a kill continues where it stopped.
+# Run a whole LR sweep of one setup: pre-train -> fine-tune (all FLRs) and SWA -> feature / band
+# evaluation and geometry -> report. Finished runs are skipped and interrupted ones resume, so
+# rerunning the same command after a crash, a kill or a preemption continues where it stopped.
 #
 #   bash run_all.sh                                   # synthetic setup, quick preset (minutes on a laptop CPU)
 #   bash run_all.sh --setup synthetic --preset paper  # the full protocol: 23 PLRs x 50 seeds, 11 FLRs
 #   bash run_all.sh --preset smoke --out /tmp/runs    # seconds; what the tests run
-#   bash run_all.sh --threads 1                       # torch CPU threads (1 is best on a busy machine)
+#   bash run_all.sh --setup convnet_si_fmnist         # real Fashion-MNIST (apt-get install dataset-fashion-mnist)
+#   bash run_all.sh --setup resnet18_si_cifar10 --preset paper --data_dir ~/datasets --slurm \
+#       --sbatch "--partition=gpu --gres=gpu:1 --time=12:00:00 --account=me"
+#   bash run_all.sh --setup convnet_si_cifar10 --dry_run   # print the commands, run nothing
 #
+# Setups: synthetic, convnet_si_cifar10, convnet_si_cifar100, resnet18_si_cifar10,
+# resnet18_si_cifar100, resnet18_cifar10, resnet18_cifar100, convnet_si_fmnist; presets smoke,
+# quick, paper (grids in PROTOCOL.md sections 4, 6, 7; see the README for what each preset runs).
+# Each stage is a list of independent runs (synthetic: one population per group of data seeds;
+# images: one run per PLR and seed). Locally they run --jobs at a time (default: one per CPU core,
+# 1 torch thread each); with --slurm each stage is one array job (one index = one run) that
+# starts after the previous stage succeeded (afterok), and the job ids are printed.
 # Everything goes to ROOT/SETUP/ (ROOT = --out, default runs): pretrain/, finetune/, swa/,
-# summary.json, figures/.
+# geometry/, summary.json, report.md, figures/.
 set -euo pipefail
-cd "$(dirname "$0")"
 
 die() { echo "error: $*" >&2; exit 2; }
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
 
-SETUP=synthetic PRESET=quick ROOT=runs PY=${PYTHON:-python} THREADS=0
+SETUP=synthetic PRESET=quick ROOT=runs PY=${PYTHON:-python} THREADS="" JOBS="" DATA_DIR="" SLURM=0 DRY=0
+SBATCH="" SHARPNESS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --setup) [ $# -ge 2 ] || die "--setup needs a value"; SETUP=$2; shift 2 ;;
     --preset) [ $# -ge 2 ] || die "--preset needs a value"; PRESET=$2; shift 2 ;;
     --out) [ $# -ge 2 ] || die "--out needs a value"; ROOT=$2; shift 2 ;;
+    --data_dir) [ $# -ge 2 ] || die "--data_dir needs a value"; DATA_DIR=$2; shift 2 ;;
     --threads) [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || die "--threads needs a non-negative integer"; THREADS=$2; shift 2 ;;
+    --jobs) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--jobs needs a positive integer"; JOBS=$2; shift 2 ;;
+    --slurm) SLURM=1; shift ;;
+    --sbatch) [ $# -ge 2 ] || die "--sbatch needs a value (options for sbatch, quoted)"; SBATCH=$2; shift 2 ;;
+    --sharpness) SHARPNESS="--sharpness"; shift ;;
+    --dry_run) DRY=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see bash run_all.sh --help)" ;;
   esac
 done
+[ "$SLURM" = 1 ] || [ -z "$SBATCH" ] || die "--sbatch needs --slurm"
+HERE=$(cd "$(dirname "$0")" && pwd)
+case "$ROOT" in /*) ;; *) ROOT="$PWD/$ROOT" ;; esac
+case "$DATA_DIR" in ""|/*) ;; *) DATA_DIR="$PWD/$DATA_DIR" ;; esac
+cd "$HERE"
 
 # ---------------------------------------------------------------- setups and their grids
-SETUPS="synthetic"
+SETUPS="synthetic convnet_si_cifar10 convnet_si_cifar100 resnet18_si_cifar10 resnet18_si_cifar100 resnet18_cifar10 resnet18_cifar100 convnet_si_fmnist"
+SI_PLRS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2 2e-2 5e-2 0.1 0.2 0.5 1"
 case "$SETUP" in
   synthetic)
     # PROTOCOL.md section 7: logspace(-4.5,-2.25,10)[:-1] + logspace(-2.25,-1.25,9)[:-1] + logspace(-1.25,0,6)
     PLRS="3.16e-5 5.62e-5 1.00e-4 1.78e-4 3.16e-4 5.62e-4 1.00e-3 1.78e-3 3.16e-3 5.62e-3 7.50e-3
           1.00e-2 1.33e-2 1.78e-2 2.37e-2 3.16e-2 4.22e-2 5.62e-2 0.1 0.178 0.316 0.562 1.0"
-    FLRS="3.16e-5 5.62e-5 1.00e-4 1.78e-4 3.16e-4 5.62e-4 1.00e-3 1.78e-3 3.16e-3 5.62e-3 7.50e-3"
-    case "$PRESET" in
-      paper) SEEDS="0 1 2 3 4"; DATA_SEEDS="0 1 2 3 4 5 6 7 8 9"; PT_ITERS=40000; FT_ITERS=20000; EXTRA="" ;;
-      quick) SEEDS="0 1"; DATA_SEEDS="0 1"; PT_ITERS=40000; FT_ITERS=20000; EXTRA=""
-             FLRS="3.16e-5 3.16e-4 1.78e-3 7.50e-3" ;;
-      smoke) PLRS="1e-3 1e-2 0.3"; FLRS="1e-4 3e-3"; SEEDS="0"; DATA_SEEDS="0"; PT_ITERS=""; FT_ITERS=""
-             EXTRA="--smoke" ;;
-      *) die "unknown preset '$PRESET' for setup $SETUP; known: smoke quick paper" ;;
-    esac ;;
+    FLRS="3.16e-5 5.62e-5 1.00e-4 1.78e-4 3.16e-4 5.62e-4 1.00e-3 1.78e-3 3.16e-3 5.62e-3 7.50e-3" ;;
+  convnet_si_cifar10) DATASET=cifar10 MODEL=convnet_si WIDTH=32 PLRS=$SI_PLRS FLRS="1e-5 5e-4" ;;
+  convnet_si_cifar100) DATASET=cifar100 MODEL=convnet_si WIDTH=128 PLRS=$SI_PLRS FLRS="1e-5 2e-4" ;;
+  resnet18_si_cifar10) DATASET=cifar10 MODEL=resnet18_si WIDTH=32
+    PLRS="1e-6 2e-6 5e-6 1e-5 1.4e-5 2e-5 3e-5 5e-5 7e-5 1e-4 1.4e-4 2e-4 3e-4 5e-4 7e-4 1e-3 1.4e-3 2e-3 3e-3
+          5e-3 7e-3 1e-2 1.4e-2 2e-2 3e-2 5e-2 7e-2 0.1 0.2 0.5 1 2"
+    FLRS="1e-5 3e-5 5e-5 7e-5 1e-4 1.4e-4 2e-4 2.5e-4 3e-4" ;;
+  resnet18_si_cifar100) DATASET=cifar100 MODEL=resnet18_si WIDTH=32 PLRS=$SI_PLRS FLRS="2e-5 1e-4" ;;
+  resnet18_cifar10|resnet18_cifar100) DATASET=${SETUP#resnet18_} MODEL=resnet18 WIDTH=64
+    PLRS="1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2 2e-2 5e-2 0.1 0.2 0.5 1" FLRS="1e-4 2e-3" ;;
+  convnet_si_fmnist) DATASET=fashion_mnist MODEL=convnet_si WIDTH=32 PLRS=$SI_PLRS FLRS="1e-5 5e-4" ;;
   *) die "unknown setup '$SETUP'; known: $SETUPS" ;;
 esac
-
-DIR="$ROOT/$SETUP"
-mkdir -p "$DIR" 2>/dev/null && [ -w "$DIR" ] || die "cannot write to $DIR; choose another --out"
-# One sweep per directory: a quick and a paper sweep must not mix in one summary.
-if [ -f "$DIR/sweep.txt" ]; then
-  [ "$(cat "$DIR/sweep.txt")" = "$SETUP $PRESET" ] || \
-    die "$DIR holds a '$(cat "$DIR/sweep.txt")' sweep, not '$SETUP $PRESET'; choose another --out"
+EXTRA="" SEEDS="0" IMG="" GEO=""
+if [ "$SETUP" = synthetic ]; then
+  case "$PRESET" in
+    paper) SEEDS="0 1 2 3 4"; DATA_SEEDS="0 1 2 3 4 5 6 7 8 9"; EXTRA="" ;;
+    quick) SEEDS="0 1"; DATA_SEEDS="0 1"; FLRS="3.16e-5 3.16e-4 1.78e-3 7.50e-3" ;;
+    smoke) PLRS="1e-3 1e-2 0.3"; FLRS="1e-4 3e-3"; DATA_SEEDS="0 1"; EXTRA="--smoke" ;;
+    *) die "unknown preset '$PRESET' for setup $SETUP; known: smoke quick paper" ;;
+  esac
 else
-  echo "$SETUP $PRESET" > "$DIR/sweep.txt"
+  # images: pre-training epochs, fine-tuning epochs, training subset, test subset
+  case "$PRESET" in
+    paper) SEEDS="0 1 2"; IMG="--epochs 200"; FT="--epochs 200" ;;
+    quick) case "$SETUP" in
+             # 2000 images, 30 epochs: long enough for the loss of small PLRs to head to zero
+             convnet_si_fmnist) PLRS="5e-4 2e-3 5e-3 1e-2 2e-2 5e-2 0.2"; FLRS="1e-4 1e-3"; WIDTH=8
+                                IMG="--epochs 30 --train_size 2000 --test_size 2000"; FT="--epochs 10"
+                                GEO="--points 11" ;;
+             *) PLRS=$(echo $PLRS | tr ' ' '\n' | awk 'NR % 2 == 1' | tr '\n' ' ')
+                IMG="--epochs 30 --train_size 10000"; FT="--epochs 30" ;;
+           esac ;;
+    smoke) PLRS="1e-3 0.3"; FLRS="1e-4 1e-3"; IMG="--smoke"; FT="--smoke" ;;
+    *) die "unknown preset '$PRESET' for setup $SETUP; known: smoke quick paper" ;;
+  esac
+  LOW=${FLRS%% *} HIGH=${FLRS##* }
 fi
 
-step() { echo; echo "== $*"; "$@" --threads "$THREADS"; }
-start=$(date +%s)
-iters() { [ -n "$1" ] && echo "--iters $1" || true; }
-# shellcheck disable=SC2086  # grids and flags are word lists on purpose
-{
-  step $PY train.py --dataset tick --model mlp_si --lr $PLRS --seed $SEEDS --data_seed $DATA_SEEDS \
-    $(iters "$PT_ITERS") $EXTRA --out "$DIR/pretrain/all"
-  step $PY finetune.py --from "$DIR/pretrain/all" --lr $FLRS $(iters "$FT_ITERS") $EXTRA --out "$DIR/finetune/all"
-  step $PY swa.py --from "$DIR/pretrain/all" --n_models 5 $EXTRA --out "$DIR/swa/all"
-  for stage in pretrain finetune swa; do
-    step $PY eval_fourier.py --run "$DIR/$stage/all"
+DIR="$ROOT/$SETUP"
+if [ "$DRY" = 0 ]; then
+  mkdir -p "$DIR/logs" 2>/dev/null && [ -w "$DIR" ] || die "cannot write to $DIR; choose another --out"
+fi
+if [ "$SLURM" = 1 ] && [ "$DRY" = 0 ]; then
+  command -v sbatch >/dev/null || die "--slurm: sbatch not found; is this a Slurm login node?"
+fi
+
+# ---------------------------------------------------------------- runs of each stage
+# Synthetic: the population split by data seed into JOBS parts (d0-4, d5-9, ...) trained side by
+# side; a member's result does not depend on its part (DESIGN.md). Images: one run per PLR x seed.
+if [ -z "$JOBS" ]; then
+  if [ "$SLURM" = 1 ]; then JOBS=1; else JOBS=$(nproc 2>/dev/null || echo 1); fi
+fi
+[ -n "$THREADS" ] || { [ "$JOBS" -gt 1 ] && THREADS=1 || THREADS=0; }
+RUNS=() RUN_ARGS=()
+if [ "$SETUP" = synthetic ]; then
+  read -r -a DS <<< "$(echo $DATA_SEEDS)"
+  PARTS=$JOBS; [ "$SLURM" = 0 ] || PARTS=${#DS[@]}  # on a cluster: one data seed per array task
+  [ "$PARTS" -le "${#DS[@]}" ] || PARTS=${#DS[@]}
+  for ((j = 0; j < PARTS; j++)); do
+    lo=$(( j * ${#DS[@]} / PARTS )) hi=$(( (j + 1) * ${#DS[@]} / PARTS - 1 ))
+    name="d${DS[$lo]}"; [ "$hi" -gt "$lo" ] && name="$name-${DS[$hi]}"
+    RUNS+=("$name") RUN_ARGS+=("--lr $(echo $PLRS) --seed $SEEDS --data_seed ${DS[*]:$lo:$((hi - lo + 1))}")
   done
-  echo; echo "== $PY report.py --root $DIR"; $PY report.py --root "$DIR"
+else
+  for s in $SEEDS; do
+    for p in $PLRS; do RUNS+=("plr${p}_s$s") RUN_ARGS+=("--lr $p --seed $s"); done
+  done
+fi
+
+# One sweep per directory: a quick and a paper sweep must not mix in one summary, and a rerun must
+# split the runs as the first one did (other parts would train the same members twice).
+SWEEP="$SETUP $PRESET runs ${RUNS[*]}"
+if [ "$DRY" = 0 ]; then
+  if [ -f "$DIR/sweep.txt" ]; then
+    [ "$(cat "$DIR/sweep.txt")" = "$SWEEP" ] || \
+      die "$DIR holds another sweep ($(cut -c1-60 "$DIR/sweep.txt")...); use the same --preset and --jobs, or another --out"
+  else
+    echo "$SWEEP" > "$DIR/sweep.txt"
+  fi
+fi
+
+q() { printf '%q' "$1"; }  # quote a path for a command line
+T="--threads $THREADS"
+DD=""; [ -z "$DATA_DIR" ] || DD="--data_dir $(q "$DATA_DIR")"
+# stage_commands STAGE: one line per run, "NAME<TAB>COMMAND"
+stage_commands() {
+  local i n r
+  for i in "${!RUNS[@]}"; do
+    n=${RUNS[$i]} r=$(q "$DIR")
+    case "$1" in
+      pretrain) if [ "$SETUP" = synthetic ]; then
+                  echo -e "$n\t$PY train.py --dataset tick --model mlp_si ${RUN_ARGS[$i]} $EXTRA $T --out $r/pretrain/$n"
+                else
+                  echo -e "$n\t$PY train.py --dataset $DATASET --model $MODEL --width $WIDTH ${RUN_ARGS[$i]} $IMG $DD $T --out $r/pretrain/$n"
+                fi ;;
+      finetune) if [ "$SETUP" = synthetic ]; then
+                  echo -e "$n\t$PY finetune.py --from $r/pretrain/$n --lr $(echo $FLRS) $EXTRA $T --out $r/finetune/$n"
+                else
+                  echo -e "$n\t$PY finetune.py --from $r/pretrain/$n --lr $FLRS $FT $SHARPNESS $DD $T --out $r/finetune/$n"
+                fi ;;
+      swa) echo -e "$n\t$PY swa.py --from $r/pretrain/$n --n_models 5 $EXTRA $DD $T --out $r/swa/$n" ;;
+      evaluate) local geo="--finetune $r/finetune/$n --swa $r/swa/$n $EXTRA $GEO"
+                [ "$SETUP" = synthetic ] || geo="$geo --low $LOW --high $HIGH $DD"
+                [ "$PRESET" != smoke ] || [ "$SETUP" = synthetic ] || geo="$geo --smoke"
+                echo -e "$n\t$PY eval_fourier.py --run $r/pretrain/$n $DD $T && $PY eval_fourier.py --run $r/finetune/$n $DD $T && $PY eval_fourier.py --run $r/swa/$n $DD $T && $PY eval_geometry.py $geo $T --out $r/geometry/$n" ;;
+    esac
+  done
 }
+
+# run_local FILE: the commands of FILE, JOBS at a time; with several at once each output line is
+# prefixed with [NAME]. Returns non-zero (after the others finished) if any failed; the failing
+# run has printed its own error line.
+run_local() {
+  local name cmd rc=0 running=0
+  while IFS=$'\t' read -r name cmd; do
+    if [ "$JOBS" -eq 1 ]; then bash -c "$cmd" || return $?; continue; fi
+    if [ "$running" -ge "$JOBS" ]; then wait -n || rc=$?; running=$((running - 1)); fi
+    ( set -o pipefail; bash -c "$cmd" | sed -u "s/^/[$name] /" ) &
+    running=$((running + 1))
+  done < "$1"
+  while [ "$running" -gt 0 ]; do wait -n || rc=$?; running=$((running - 1)); done
+  return $rc
+}
+
+STAGES="pretrain finetune swa evaluate"
+start=$(date +%s)
+if [ "$DRY" = 1 ]; then
+  for stage in $STAGES; do echo "# $stage"; stage_commands "$stage" | cut -f2-; done
+  echo "# report"; echo "$PY report.py --root $(q "$DIR")"
+  exit 0
+fi
+if [ "$SLURM" = 1 ]; then
+  dep=""
+  for stage in $STAGES; do
+    stage_commands "$stage" > "$DIR/logs/$stage.tsv"
+    n=$(wc -l < "$DIR/logs/$stage.tsv")
+    # shellcheck disable=SC2086  # SBATCH is a word list on purpose
+    id=$(sbatch --parsable --job-name="lrl-$SETUP-$stage" --array=0-$((n - 1)) $dep $SBATCH \
+           --output="$DIR/logs/$stage-%A_%a.out" slurm/sweep.sbatch "$DIR/logs/$stage.tsv") || die "sbatch failed for $stage"
+    id=${id%%;*}
+    echo "$stage: job $id ($n array tasks)"
+    dep="--dependency=afterok:$id"
+  done
+  echo -e "report\t$PY report.py --root $(q "$DIR")" > "$DIR/logs/report.tsv"
+  # shellcheck disable=SC2086
+  id=$(sbatch --parsable --job-name="lrl-$SETUP-report" --array=0-0 $dep $SBATCH \
+         --output="$DIR/logs/report-%A_%a.out" slurm/sweep.sbatch "$DIR/logs/report.tsv") || die "sbatch failed for report"
+  echo "report: job ${id%%;*}"
+  echo "when it is done: $DIR/summary.json, $DIR/report.md, $DIR/figures/"
+  exit 0
+fi
+for stage in $STAGES; do
+  stage_commands "$stage" > "$DIR/logs/$stage.tsv"
+  echo; echo "== $stage: $(wc -l < "$DIR/logs/$stage.tsv") run(s), $JOBS at a time, $THREADS thread(s) each"
+  run_local "$DIR/logs/$stage.tsv"
+done
+echo; echo "== $PY report.py --root $DIR"; $PY report.py --root "$DIR"
 echo
 echo "sweep $SETUP/$PRESET finished in $(( $(date +%s) - start )) s"
 echo "summary: $DIR/summary.json"
+echo "report:  $DIR/report.md"
 echo "figures: $DIR/figures/"

@@ -1,7 +1,7 @@
 """Speed of the population trainer against a conventional one-model-at-a-time loop (synthetic).
 
   python bench/synthetic.py                       # about 1 minute on a 2-core CPU
-  python bench/synthetic.py --steps 50 --rounds 5 --threads 1
+  python bench/synthetic.py --steps 50 --rounds 5 --threads 1 --procs 2
 
 Prints model-iterations per second (one SGD step of one model = one model-iteration) of
   population    MLPPopulation.sgd_step with the real batch gathering (data/loader.py), at the
@@ -10,11 +10,15 @@ Prints model-iterations per second (one SGD step of one model = one model-iterat
   conventional  a DataLoader over a TensorDataset (batch 16, shuffled), one SIMLP, torch.optim.SGD
                 (momentum 0, weight decay 0) on its SI weights, then rescaling onto the sphere, one
                 model per optimizer step: the way such experiments are usually written;
+  split         the same populations split by data seed over `--procs` processes (1 thread each)
+                that step side by side, as `bash run_all.sh --jobs N` runs them; wall-clock time
+                from the moment all are told to start until the last one finishes;
 their ratio, and the paper preset's projected training time (4.6e7 + 2.53e8 model-iterations).
-The three are timed in turns, `--rounds` times, and the median of each is reported, so a machine
+All are timed in turns, `--rounds` times, and the median of each is reported, so a machine
 whose speed drifts (shared cloud cores) affects all of them alike; warm-up steps are not timed.
 """
 import argparse
+import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -30,15 +34,17 @@ from data.tick import tick_data  # noqa: E402
 from models.mlp import MLPPopulation, SIMLP, init_member  # noqa: E402
 
 PAPER_PT, PAPER_FT = 23 * 50 * 40000, 23 * 11 * 50 * 20000  # model-iterations of the paper preset
-SHAPES = {"pre-training": (50, 23), "fine-tuning": (50, 23 * 11)}  # (groups P, members per group G)
+SHAPES = {"pre-training": 23, "fine-tuning": 23 * 11}  # members per (data seed, model seed) group
+DATA_SEEDS, MODEL_SEEDS = range(10), range(5)  # the paper preset: 50 groups
 
 
 class Population:
     """A population at one shape, trained on the tick data as in utils/population.py."""
 
-    def __init__(self, groups, per_group):
-        self.streams = [(d, s) for d in range(10) for s in range(groups // 10)]  # (data, model seed)
-        data = {d: tick_data(d) for d in range(10)}
+    def __init__(self, per_group, data_seeds=DATA_SEEDS):
+        self.streams = [(d, s) for d in data_seeds for s in MODEL_SEEDS]  # (data, model seed)
+        groups = len(self.streams)
+        data = {d: tick_data(d) for d in data_seeds}
         self.xs = torch.stack([data[d]["x_train"] for d, _ in self.streams])  # (P, 512, 32)
         self.ys = torch.stack([data[d]["y_train"] for d, _ in self.streams]).float()
         self.pop = MLPPopulation.from_members(
@@ -56,6 +62,48 @@ class Population:
             self.pop.sgd_step(self.xs[self.rows, b], self.ys[self.rows, b], self.lr, 1.0)
         self.step += n
         return self.pop.M * n / (time.perf_counter() - t0)
+
+
+def _worker(conn, data_seeds):
+    """One process of the split measurement: its share of each population, stepped on request."""
+    torch.set_num_threads(1)
+    pops = {name: Population(per_group, data_seeds) for name, per_group in SHAPES.items()}
+    conn.send("ready")
+    while (msg := conn.recv()) is not None:
+        name, n = msg
+        conn.send(pops[name].run(n))
+
+
+class Split:
+    """The populations split by data seed over several processes, stepped side by side."""
+
+    def __init__(self, procs):
+        ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited thread pools
+        parts = [list(DATA_SEEDS)[j * len(DATA_SEEDS) // procs:(j + 1) * len(DATA_SEEDS) // procs]
+                 for j in range(procs)]
+        self.conns, self.procs = [], []
+        for seeds in parts:
+            ours, theirs = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(theirs, seeds), daemon=True)
+            p.start()
+            self.conns.append(ours)
+            self.procs.append(p)
+        self.members = {name: len(DATA_SEEDS) * len(MODEL_SEEDS) * g for name, g in SHAPES.items()}
+        assert all(c.recv() == "ready" for c in self.conns)
+
+    def run(self, name, n):
+        t0 = time.perf_counter()
+        for c in self.conns:
+            c.send((name, n))
+        for c in self.conns:
+            c.recv()
+        return self.members[name] * n / (time.perf_counter() - t0)
+
+    def close(self):
+        for c in self.conns:
+            c.send(None)
+        for p in self.procs:
+            p.join()
 
 
 class Conventional:
@@ -93,28 +141,40 @@ def main():
     p.add_argument("--conventional_steps", type=int, default=2000, help="timed conventional steps per round")
     p.add_argument("--rounds", type=int, default=3, help="turns of the three measurements; medians reported")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--procs", type=int, default=os.cpu_count(),
+                   help="processes of the split measurement (default: CPU count; 1 = skip it)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    conv, pops = Conventional(), {name: Population(*shape) for name, shape in SHAPES.items()}
+    split = Split(args.procs) if args.procs > 1 else None
+    conv, pops = Conventional(), {name: Population(g) for name, g in SHAPES.items()}
     steps = {"pre-training": 11 * args.steps, "fine-tuning": args.steps}
-    speeds = {name: [] for name in ["conventional", *pops]}
+    speeds = {name: [] for name in ["conventional", *pops, *(f"split {n}" for n in pops if split)]}
     for _ in range(args.rounds):
         speeds["conventional"].append(conv.run(args.conventional_steps))
         for name, pop in pops.items():
             speeds[name].append(pop.run(steps[name]))
+            if split:
+                speeds[f"split {name}"].append(split.run(name, steps[name]))
+    if split:
+        split.close()
     speed = {name: statistics.median(s) for name, s in speeds.items()}
     spread = lambda s: f"[{min(s):,.0f} .. {max(s):,.0f}]"
     print(f"conventional loop, 1 model (DataLoader):  {speed['conventional']:10,.0f} model-it/s  "
           f"{spread(speeds['conventional'])}")
-    for name, (groups, per_group) in SHAPES.items():
-        print(f"population, {name:12s} {groups * per_group:5d} models: {speed[name]:10,.0f} model-it/s  "
-              f"{spread(speeds[name])}  = x{speed[name] / speed['conventional']:,.0f} the conventional loop")
-    total = PAPER_PT / speed["pre-training"] + PAPER_FT / speed["fine-tuning"]
-    print(f"paper preset ({PAPER_PT:.2g} + {PAPER_FT:.3g} model-iterations), training only: "
-          f"{total / 60:,.0f} min with populations, "
-          f"{(PAPER_PT + PAPER_FT) / speed['conventional'] / 3600:,.0f} h with the conventional loop")
+    models = {name: len(DATA_SEEDS) * len(MODEL_SEEDS) * g for name, g in SHAPES.items()}
+    for how in ["", *(["split "] if split else [])]:
+        label = f"{args.procs} processes x 1 thread" if how else f"1 process x {torch.get_num_threads()} threads"
+        print(f"population, {label}:")
+        for name in SHAPES:
+            s = speeds[how + name]
+            print(f"  {name:12s} {models[name]:5d} models: {statistics.median(s):10,.0f} model-it/s  {spread(s)}"
+                  f"  = x{statistics.median(s) / speed['conventional']:,.0f} the conventional loop")
+        total = PAPER_PT / speed[how + "pre-training"] + PAPER_FT / speed[how + "fine-tuning"]
+        print(f"  paper preset ({PAPER_PT:.2g} + {PAPER_FT:.3g} model-iterations), training only: "
+              f"{total / 60:,.1f} min = {(PAPER_PT + PAPER_FT) / total:,.0f} model-it/s overall")
+    print(f"conventional loop: {(PAPER_PT + PAPER_FT) / speed['conventional'] / 3600:,.0f} h for the paper preset")
 
 
 if __name__ == "__main__":

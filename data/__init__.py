@@ -1,6 +1,8 @@
-"""Dataset registry."""
+"""Dataset registry: the synthetic tick data (data/tick.py) and the image datasets (data/images.py)."""
+from data.images import DATASETS as IMAGE_DATASETS
 from utils.args import UserError
-DATASETS = ("tick",)
+
+DATASETS = ("tick", *IMAGE_DATASETS)
 
 
 def check_dataset(name):

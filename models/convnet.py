@@ -28,7 +28,7 @@ def _stage(cin, cout, pool):
 
 
 class ConvNetSI(nn.Sequential):
-    """The SI ConvNet as one nn.Sequential; `scale_invariant` tells models/si.py it may sphere it."""
+    """The SI ConvNet as one nn.Sequential; `scale_invariant` tells utils/sphere.py it may sphere it."""
 
     scale_invariant = True
 
@@ -41,3 +41,8 @@ class ConvNetSI(nn.Sequential):
         super().__init__(*_stage(in_channels, c, False), *_stage(c, 2 * c, True),
                          *_stage(2 * c, 4 * c, True), *_stage(4 * c, 8 * c, True),
                          nn.MaxPool2d(4), nn.Flatten(), head)
+
+    @property
+    def head(self):
+        """The fixed last layer (as ResNet18.head)."""
+        return self[-1]

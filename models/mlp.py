@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from utils.seeding import generator
+from utils.sphere import project_rows_
 
 LN_EPS = 1e-7
 
@@ -99,18 +100,6 @@ def _ln_relu_backward_(dh, h, z, mean, rstd):
     dy = aten.threshold_backward.grad_input(dh, h, 0, grad_input=dh)
     return aten.native_layer_norm_backward(dy, z, [z.shape[-1]], mean, rstd, None, None,
                                            [True, False, False])[0]
-
-
-def _project_(w1, w2, radius, n1=None, n2=None):
-    """Rescale each row pair of w1, w2 (C, H*D), (C, H*H) jointly to norm `radius`, in place.
-
-    n1, n2: optional (C,) buffers for the norms; no (C, H*D) temporaries either way.
-    """
-    n1 = torch.linalg.vector_norm(w1, dim=1, out=n1)
-    n2 = torch.linalg.vector_norm(w2, dim=1, out=n2)
-    scale = torch.hypot(n1, n2, out=n1).reciprocal_().mul_(radius).unsqueeze(1)  # (C, 1)
-    w1.mul_(scale)
-    w2.mul_(scale)
 
 
 # Members per chunk of the CPU step. A chunk's working set (weights 8 KB + activations 14 KB per
@@ -231,8 +220,8 @@ class MLPPopulation:
         w2.baddbmm_(dz.transpose(1, 2), h1, alpha=-1.0)  # w2 -= lr * dz2^T h1
         dz = _ln_relu_backward_(dh, h1, z1, b["m1"], b["r1"])  # d/dz1
         w1.baddbmm_(dz.transpose(1, 2), xm, alpha=-1.0)
-        _project_(w1.view(c, -1), w2.view(c, -1), radius, b["n1"], b["n2"])
+        project_rows_(w1.view(c, -1), w2.view(c, -1), radius, b["n1"], b["n2"])
 
     def project(self, radius):
         """Rescale each member's SI weights jointly to norm `radius` (the sphere)."""
-        _project_(self.w1.view(self.M, -1), self.w2.view(self.M, -1), radius)
+        project_rows_(self.w1.view(self.M, -1), self.w2.view(self.M, -1), radius)

@@ -6,6 +6,8 @@ import shutil
 import pytest
 
 from conftest import run
+from test_images_data import write_cifar
+from utils import checkpoint
 
 
 def tree_digest(root):
@@ -30,7 +32,20 @@ def world(tmp_path_factory):
             f.truncate(100)
     shutil.copytree(w / "pt", w / "pt_unfinished")
     os.remove(w / "pt_unfinished" / "results.json")
+    # an image run on tiny CIFAR-10 files, and copies whose checkpoint claims another model
+    write_cifar(w / "cifar", "cifar10", sizes={**{f"data_batch_{i}": 8 for i in range(1, 6)}, "test_batch": 8})
+    run("train.py", "--dataset", "cifar10", "--data_dir", w / "cifar", "--model", "convnet_si", "--smoke",
+        "--epochs", "1", "--lr", "1e-3", "--threads", "1", "--out", w / "img")
+    run("finetune.py", "--from", w / "img", "--smoke", "--epochs", "1", "--lr", "1e-4", "--threads", "1",
+        "--out", w / "img_ft")
+    for name, change in (("img_arch", {"width": 8}), ("img_classes", {"num_classes": 100})):
+        shutil.copytree(w / "img", w / name)
+        path = str(w / name / "checkpoints" / "final.pt")
+        ckpt = checkpoint.load(path)
+        checkpoint.save(path, dict(ckpt, model_args=dict(ckpt["model_args"], **change)))
     (w / "empty").mkdir()
+    (w / "synthetic").mkdir()
+    (w / "synthetic" / "sweep.txt").write_text("synthetic smoke parts d0 d1\n")  # a sweep started with --jobs 2
     return w
 
 
@@ -38,6 +53,8 @@ CASES = {
     "unknown setup": ("bash", "run_all.sh", "--setup", "imagenet", "--out", "{w}/sweep"),
     "unknown preset": ("bash", "run_all.sh", "--preset", "huge", "--out", "{w}/sweep"),
     "run_all unknown flag": ("bash", "run_all.sh", "--fast"),
+    "run_all bad jobs": ("bash", "run_all.sh", "--jobs", "0", "--out", "{w}/sweep"),
+    "run_all other split": ("bash", "run_all.sh", "--preset", "smoke", "--jobs", "1", "--out", "{w}"),
     "run_all unwritable out": ("bash", "run_all.sh", "--preset", "smoke", "--out", "/proc/no/such"),
     "nan lr": ("train.py", "--smoke", "--lr", "nan", "--out", "{w}/new"),
     "negative lr": ("train.py", "--smoke", "--lr", "1e-3", "-0.1", "--out", "{w}/new"),
@@ -64,6 +81,26 @@ CASES = {
     "eval corrupt run": ("eval_fourier.py", "--run", "{w}/pt_corrupt"),
     "report missing root": ("report.py", "--root", "{w}/nothing"),
     "report root without runs": ("report.py", "--root", "{w}/empty"),
+    "image dataset missing": ("train.py", "--dataset", "cifar100", "--data_dir", "{w}/cifar", "--model",
+                              "convnet_si", "--lr", "1e-3", "--out", "{w}/new"),
+    "image mlp on images": ("train.py", "--dataset", "cifar10", "--data_dir", "{w}/cifar", "--model", "mlp_si",
+                            "--lr", "1e-3", "--out", "{w}/new"),
+    "image convnet on tick": ("train.py", "--model", "convnet_si", "--lr", "1e-3", "--out", "{w}/new"),
+    "image iters flag": ("train.py", "--dataset", "cifar10", "--data_dir", "{w}/cifar", "--model", "convnet_si",
+                         "--lr", "1e-3", "--iters", "10", "--out", "{w}/new"),
+    "tick epochs flag": ("train.py", "--smoke", "--lr", "1e-3", "--epochs", "3", "--out", "{w}/new"),
+    "image radius of practical": ("train.py", "--dataset", "cifar10", "--data_dir", "{w}/cifar", "--model",
+                                  "resnet18", "--radius", "3", "--lr", "1e-3", "--out", "{w}/new"),
+    "image zero lr": ("train.py", "--dataset", "cifar10", "--data_dir", "{w}/cifar", "--model", "convnet_si",
+                      "--lr", "0", "--out", "{w}/new"),
+    "image finetune nan lr": ("finetune.py", "--from", "{w}/img", "--lr", "nan", "--out", "{w}/new"),
+    "image finetune from finetune": ("finetune.py", "--from", "{w}/img_ft", "--lr", "1e-4", "--out", "{w}/new"),
+    "image swa from finetune": ("swa.py", "--from", "{w}/img_ft", "--out", "{w}/new"),
+    "image finetune other architecture": ("finetune.py", "--from", "{w}/img_arch", "--lr", "1e-4", "--epochs", "1",
+                                          "--out", "{w}/new"),
+    "image swa other class count": ("swa.py", "--from", "{w}/img_classes", "--out", "{w}/new"),
+    "image finetune missing epoch": ("finetune.py", "--from", "{w}/img", "--lr", "1e-4", "--from_epoch", "7",
+                                     "--out", "{w}/new"),
 }
 
 

@@ -17,9 +17,11 @@ TINY = {"cifar10": ("cifar-10-batches-py",
         "cifar100": ("cifar-100-python", {"train": 20, "test": 10}, b"fine_labels", 100)}
 
 
-def write_cifar(root, name, seed=0):
-    """Write tiny CIFAR pickles as the originals are laid out; returns {file: (data, labels)}."""
+def write_cifar(root, name, seed=0, sizes=None):
+    """Write tiny CIFAR pickles as the originals are laid out; returns {file: (data, labels)}.
+    sizes: {file: images} to override TINY's."""
     folder, files, key, classes = TINY[name]
+    files = sizes or files
     rng = np.random.default_rng(seed)
     (root / folder).mkdir(parents=True)
     out = {}

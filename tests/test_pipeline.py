@@ -25,8 +25,8 @@ def train(out, *extra):
 
 def test_smoke_chain_end_to_end(tmp_path):
     out = tmp_path / "runs"
-    proc = run("bash", "run_all.sh", "--preset", "smoke", "--out", out)
-    assert "summary: " in proc.stdout
+    proc = run("bash", "run_all.sh", "--preset", "smoke", "--jobs", "2", "--out", out)
+    assert "summary: " in proc.stdout and "[d1] " in proc.stdout  # two parts, side by side
     setup = out / "synthetic"
     summary = json.loads((setup / "summary.json").read_text())
     assert summary["plrs"] == sorted(summary["plrs"]) == [1e-3, 1e-2, 0.3]
@@ -37,31 +37,43 @@ def test_smoke_chain_end_to_end(tmp_path):
             f = stage["features_sorted"]
             assert len(f) == 16 and f == sorted(f, reverse=True)
         assert sorted(e["finetune"]) == ["0.0001", "0.003"]
-    for name in ("accuracy", "train_loss", "features"):
+        assert e["pretrain"]["n_seeds"] == 2  # data seed 0 from part d0, 1 from part d1
+        geo = e["geometry"]  # eval_geometry.py: three pairs per PLR, angles in [0, pi], barriers >= 0
+        assert 0 <= geo["angle_low_high"] <= 3.1416 and geo["test_barrier_swa_low"] >= 0
+        assert e["regime"] in ("1", "2", "2A", "2B", "3")
+    assert set(summary["boundaries"]) == {"1|2", "2A|2B", "2|3"}
+    assert summary["recommended_plr"] in summary["plrs"] + [None]  # smoke numbers: any regime may be empty
+    for name in ("pretrain", "accuracy", "train_loss", "features", "geometry"):
         assert (setup / "figures" / f"{name}.png").stat().st_size > 10_000
+    assert "Recommended initial (pre-training) LR" in (setup / "report.md").read_text()
     # every metrics row has the contract's fields, and the weights stay on the unit sphere
-    rows = RunDir(str(setup / "pretrain" / "all")).metrics()
+    rows = RunDir(str(setup / "pretrain" / "d0")).metrics()
     assert {"member", "step", "split", "loss", "acc", "weight_norm"} <= set(rows[0])
     assert all(abs(r["weight_norm"] - 1) < 1e-5 for r in rows)
     assert {r["step"] for r in rows} == {0, 50, 100, 150, 200}
     # SWA's members and weights: the mean of the parent's last 5 snapshots
-    parent = checkpoint.load(str(setup / "pretrain" / "all" / "checkpoints" / "final.pt"))
-    swa = final_state(setup / "swa" / "all")
+    parent = checkpoint.load(str(setup / "pretrain" / "d0" / "checkpoints" / "final.pt"))
+    swa = final_state(setup / "swa" / "d0")
     snaps = [parent["snapshots"][s] for s in sorted(parent["snapshots"])[-5:]]
     torch.testing.assert_close(swa["w1"], torch.stack([s["w1"] for s in snaps]).mean(0))
     # a second run of the same sweep does nothing and changes nothing
     before = (setup / "summary.json").read_text()
-    mtime = (setup / "pretrain" / "all" / "results.json").stat().st_mtime_ns
-    proc = run("bash", "run_all.sh", "--preset", "smoke", "--out", out)
-    assert proc.stdout.count("is complete; nothing to do") == 3
-    assert (setup / "pretrain" / "all" / "results.json").stat().st_mtime_ns == mtime
+    mtime = (setup / "pretrain" / "d0" / "results.json").stat().st_mtime_ns
+    proc = run("bash", "run_all.sh", "--preset", "smoke", "--jobs", "2", "--out", out)
+    assert proc.stdout.count("is complete; nothing to do") == 4 * 2  # train, finetune, swa, geometry
+    assert (setup / "pretrain" / "d0" / "results.json").stat().st_mtime_ns == mtime
     assert json.loads((setup / "summary.json").read_text())["per_plr"] == json.loads(before)["per_plr"]
     # the report copes with a partial sweep: no SWA stage, fine-tuning not feature-evaluated
     part = tmp_path / "partial"
     shutil.copytree(setup, part, ignore=shutil.ignore_patterns("swa", "figures", "summary.json"))
-    os.remove(part / "finetune" / "all" / "features.jsonl")
+    os.remove(part / "finetune" / "d0" / "features.jsonl")
+    shutil.rmtree(part / "finetune" / "d1")  # and the fine-tuning of data seed 1 is missing altogether
     proc = run("report.py", "--root", part)
     summary = json.loads((part / "summary.json").read_text())
+    assert all(e["pretrain"]["n_seeds"] == 2 and all(s["n_seeds"] == 1 for s in e["finetune"].values())
+               for e in summary["per_plr"])
+    assert all(e["regime"] in ("1", "2", "2A", "2B", "3") for e in summary["per_plr"])
+    assert (part / "report.md").read_text().startswith("# partial: which initial learning rate?")
     assert all(e["swa"] is None for e in summary["per_plr"])
     assert all(s["features_sorted"] is None for e in summary["per_plr"] for s in e["finetune"].values())
     assert any("no swa runs" in n for n in summary["missing"]) and "note: no swa runs" in proc.stdout
@@ -137,3 +149,22 @@ def test_corrupt_last_checkpoint_falls_back_to_previous(tmp_path):
     with open(path, "r+b") as f:
         f.truncate(20)
     assert checkpoint.load(path, kinds=["pretrain"])["step"] == 1
+
+
+def test_two_processes_never_share_a_run(tmp_path):
+    args = ("--lr", "1e-3", "--iters", "100000", "--checkpoint_every", "50")
+    first = _start(tmp_path / "run", *args)
+    try:
+        _wait_for(tmp_path / "run" / "config.json", first)
+        second = run("train.py", "--smoke", "--threads", "1", "--out", tmp_path / "run", *args, check=False)
+        assert second.returncode == 2 and "being written by another process" in second.stderr
+        assert first.poll() is None  # the first one is untouched and still training
+    finally:
+        first.kill()
+        first.communicate()
+    # the lock dies with its process: the next start takes the run over
+    again = _start(tmp_path / "run", *args)
+    time.sleep(5)
+    again.kill()
+    _, err = again.communicate()
+    assert "being written by another process" not in err

@@ -38,8 +38,25 @@ def common_parser():
     return p
 
 
+def image_parser():
+    """Flags of the image setups: where the data are and the speed switches (all scripts)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("images")
+    g.add_argument("--data_dir", default=None,
+                   help="folder holding cifar-10-batches-py/, cifar-100-python/ or FashionMNIST/raw/ "
+                        "(train.py default: datasets; finetune.py, swa.py: the parent run's)")
+    g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    g.add_argument("--bf16", action="store_true", help="bf16 autocast for forward passes (CUDA)")
+    g.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
+                   help="channels_last memory format; auto: on for CPUs (1.2-1.3x faster, bench/images.py), "
+                        "off on CUDA until measured there")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    return p
+
+
 # Flags that say how a run is executed, not what it computes: they may differ on resume.
-EXECUTION_FLAGS = {"out", "device", "threads", "checkpoint_every"}
+EXECUTION_FLAGS = {"out", "device", "threads", "checkpoint_every", "data_dir", "download", "channels_last",
+                   "compile"}
 
 
 def check_lrs(lrs, name="--lr"):

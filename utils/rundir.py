@@ -3,11 +3,13 @@
   config.json     resolved arguments, argv, git commit, versions, host, Slurm ids, stage, parent
   members.jsonl   one row per member (member, plr, flr, seed, data_seed, parent_member, lr)
   metrics.jsonl   one row per evaluation per member; append-only
-  checkpoints/    last.pt (resumable, with last.pt.prev), final.pt (the trained weights)
+  checkpoints/    last.pt (resumable, with last.pt.prev), final.pt (the trained weights),
+                  epoch_NNNN.pt (image runs: weights kept at chosen epochs)
   results.json    written last: its presence means the run is complete
 Downstream tools read these files, never stdout.
 """
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -70,6 +72,10 @@ class RunDir:
         self.last_ckpt = os.path.join(self.ckpt_dir, "last.pt")
         self.final_ckpt = os.path.join(self.ckpt_dir, "final.pt")
 
+    def epoch_ckpt(self, epoch):
+        """An image run's checkpoint kept at `epoch` (train.py --save_epochs, swa.py --keep_window)."""
+        return os.path.join(self.ckpt_dir, f"epoch_{epoch:04d}.pt")
+
     # ---- reading (downstream scripts) ----
     def exists(self):
         return os.path.exists(self.config_path)
@@ -118,8 +124,14 @@ class RunDir:
                               if settings.get(k) != old.get("settings", {}).get(k))
                 raise UserError(f"{self.path} holds a different run ({old.get('stage')}; differs in "
                                 f"{', '.join(diff) or 'stage'}); choose another --out")
-            return "complete" if self.is_complete() else "resume"
-        if os.path.exists(self.path) and os.listdir(self.path):
+            if self.is_complete():
+                return "complete"
+            self._lock()
+            return "resume"
+        leftovers = {".lock"}  # what a start that died before writing config.json leaves
+        if os.path.isdir(self.ckpt_dir) and not os.listdir(self.ckpt_dir):
+            leftovers.add("checkpoints")
+        if os.path.exists(self.path) and set(os.listdir(self.path)) - leftovers:
             raise UserError(f"{self.path} exists, is not empty and is not a run directory; choose another --out")
         try:
             os.makedirs(self.ckpt_dir, exist_ok=True)
@@ -136,19 +148,34 @@ class RunDir:
                       k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME")},
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
         }
+        self._lock()
         write_jsonl_atomic(self.members_path, members)
         write_json_atomic(self.config_path, config)  # last: its presence marks a run directory
         return "new"
+
+    def _lock(self):
+        """Hold an exclusive lock on the directory for the life of this process: two processes
+        never train into one run (a double launch, a requeued task whose old copy still runs)."""
+        self._lock_file = open(os.path.join(self.path, ".lock"), "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"{self.path} is being written by another process right now; wait for it "
+                            f"or stop it (two runs never share a directory)")
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"{socket.gethostname()} {os.getpid()}\n")
+        self._lock_file.flush()
 
     def append_metrics(self, rows):
         with open(self.metrics_path, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
             f.flush()
 
-    def truncate_metrics(self, step):
-        """Drop rows after `step` (written after the checkpoint we resume from; they are redone)."""
+    def truncate_metrics(self, value, key="step"):
+        """Drop rows after step (or epoch) `value`: written after the checkpoint we resume from, redone."""
         if os.path.exists(self.metrics_path):
-            write_jsonl_atomic(self.metrics_path, [r for r in self.metrics() if r["step"] <= step])
+            write_jsonl_atomic(self.metrics_path, [r for r in self.metrics() if r[key] <= value])
 
     def write_results(self, results):
         write_json_atomic(self.results_path, results)

@@ -1,9 +1,13 @@
-"""The sphere of a scale-invariant (SI) model (PROTOCOL.md section 2) and BN-statistics recomputation.
+"""The sphere of scale-invariant (SI) models (PROTOCOL.md section 2) and BN-statistics recomputation.
 
 An SI model's trainable parameters are exactly its SI weights (convs and hidden linears; the head is
 frozen, BNs have no affine parameters), and they live on ONE sphere: after every step all of them
 are multiplied by a common factor so that their total L2 norm is the radius R. Per-tensor spheres
 would be wrong for residual networks (models/resnet.py).
+
+`project_` does it for an nn.Module (the image models), `project_rows_` for a population of SI MLPs
+stored as stacked tensors (models/mlp.py): projected SGD is a plain SGD step followed by either.
+Neither synchronises with the host, so they run every step on CUDA at no cost.
 
 `recompute_bn_stats` is what SWA and linear interpolation need: averaged or interpolated weights
 come with no matching BN running statistics, so they are re-estimated with one pass over data.
@@ -41,6 +45,19 @@ def project_(model, radius):
     params = si_parameters(model)
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)).double())
     torch._foreach_mul_(params, (radius / total).to(params[0].dtype))
+
+
+def project_rows_(w1, w2, radius, n1=None, n2=None):
+    """The sphere of a population (models/mlp.py): rescale each row pair of w1, w2 (C, H*D), (C, H*H)
+    jointly to norm `radius`, in place; row c holds member c's two weight matrices.
+
+    n1, n2: optional (C,) buffers for the norms; no (C, H*D) temporaries either way.
+    """
+    n1 = torch.linalg.vector_norm(w1, dim=1, out=n1)
+    n2 = torch.linalg.vector_norm(w2, dim=1, out=n2)
+    scale = torch.hypot(n1, n2, out=n1).reciprocal_().mul_(radius).unsqueeze(1)  # (C, 1)
+    w1.mul_(scale)
+    w2.mul_(scale)
 
 
 @torch.no_grad()

@@ -1,0 +1,183 @@
+"""Training speed of the image loop (utils/image_stage.py) against a conventional DataLoader loop.
+
+  python bench/images.py                              # about 3 minutes on a 2-core CPU
+  python bench/images.py --models convnet_si --threads 1 --channels_last
+  python bench/images.py --device cuda --channels_last --bf16     # GPU: 50,000 images, steps x10
+
+Each image model at its default width (convnet_si 32, resnet18_si 32, resnet18 64), batch 128, on
+--images random uint8 3x32x32 images with 10 classes (no dataset files needed), trained by
+  ours          utils.image_stage.train_epoch as train.py calls it: images on the device, normalised once
+                (SI: plain SGD + utils.sphere.project_ every step) or cropped, flipped and normalised per
+                batch there (resnet18: SGD momentum 0.9, weight decay 5e-4); loss and accuracy summed on
+                the device; train.py's --channels_last, --bf16, --compile apply to ours only (default off);
+  conventional  a torchvision-style Dataset of HWC uint8 numpy images -> PIL -> transforms (ToTensor,
+                Normalize; resnet18 also RandomCrop(32, padding=4), RandomHorizontalFlip), a shuffling
+                DataLoader (--workers; pinned on CUDA), .to(device) per batch, torch.optim.SGD, running
+                loss/accuracy by .item() each step and, for SI models, a Python loop rescaling each
+                parameter onto the sphere after a .item() of the total norm: the usual CIFAR script.
+Prints torch version, threads, device; per model both loops' images/s (median [min..max] over
+--rounds; the loops are timed in turns so a drifting machine affects both alike; warm-up untimed),
+the ratio ours / conventional and ours' projected seconds per 50,000-image epoch.
+"""
+import itertools
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data.images import CIFAR_MEAN, CIFAR_STD, normalize  # noqa: E402
+from models import DEFAULT_WIDTH, IMAGE_MODELS, SCALE_INVARIANT, build  # noqa: E402
+from utils.args import Parser, UserError, main_guard, setup_torch  # noqa: E402
+from utils.image_stage import PRACTICAL, epoch_generator, make_optimizer, speed_setup, train_epoch  # noqa: E402
+from utils.sphere import si_norm  # noqa: E402
+
+BATCH, EPOCH = 128, 50_000  # images per step; CIFAR-10's training set
+ELR, LR = 1e-3, 0.01  # SI: lr = ELR x R^2; resnet18: lr (the speed does not depend on them)
+STEPS = {"convnet_si": 8, "resnet18_si": 3, "resnet18": 2}  # timed steps per round on CPU (x10 on CUDA)
+
+
+def new_model(name, device):
+    """The model of seed 0 at its default width on `device`, and its sphere radius (None: no sphere)."""
+    model = build(name, 0, width=DEFAULT_WIDTH[name], num_classes=10, in_channels=3).to(device)
+    return model, si_norm(model) if SCALE_INVARIANT[name] else None
+
+
+class Ours:
+    """train_epoch over `steps` batches at a time: slices of fresh permutations of the images."""
+
+    def __init__(self, name, data, device, args):
+        self.data, self.device, self.bf16, self.epoch = data, device, args.bf16, 0
+        model, self.radius = new_model(name, device)
+        self.net = speed_setup(model, device, args.channels_last, args.compile)
+        self.opt = make_optimizer(model, ELR * self.radius ** 2 if self.radius else LR, self.radius is not None)
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x n, correct, n
+
+    def run(self, steps):
+        self.epoch += 1
+        g, n = epoch_generator(0, 0, self.epoch), len(self.data["y_train"])
+        perm = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-steps * BATCH // n))])
+        train_epoch(self.net, self.opt, self.data, g=g, perm=perm[:steps * BATCH], start=0, sums=self.sums,
+                    batch_size=BATCH, aug=self.radius is None, radius=self.radius, device=self.device,
+                    bf16=self.bf16, stop=None)
+
+
+class CifarLike(Dataset):
+    """As torchvision.datasets.CIFAR10: HWC uint8 numpy images, each returned as PIL through `transform`."""
+
+    def __init__(self, x, y, transform):
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.x[i])), self.y[i]
+
+
+class Conventional:
+    """DataLoader + PIL transforms, .to(device), torch.optim.SGD, the sphere by a Python loop with syncs."""
+
+    def __init__(self, name, images, labels, device, workers):
+        self.model, self.radius = new_model(name, device)
+        aug = [] if self.radius else [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
+        tf = transforms.Compose(aug + [transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
+        loader = DataLoader(CifarLike(images, labels, tf), batch_size=BATCH, shuffle=True,
+                            drop_last=True, num_workers=workers, pin_memory=device.type == "cuda",
+                            persistent_workers=workers > 0)
+        self.batches = (b for _ in itertools.count() for b in loader)  # endless, epoch after epoch
+        self.device, self.loss, self.correct = device, 0.0, 0
+        self.params = [p for p in self.model.parameters() if p.requires_grad]  # SI: the convs; resnet18: all
+        settings = {"momentum": 0, "weight_decay": 0} if self.radius else PRACTICAL  # as make_optimizer's
+        self.opt = torch.optim.SGD(self.params, lr=ELR * self.radius ** 2 if self.radius else LR, **settings)
+
+    def run(self, steps):
+        self.model.train()
+        for _ in range(steps):
+            x, y = next(self.batches)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            out = self.model(x)
+            loss = F.cross_entropy(out, y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            if self.radius:
+                with torch.no_grad():
+                    norm = torch.sqrt(sum(p.norm() ** 2 for p in self.params)).item()
+                    for p in self.params:
+                        p.data.mul_(self.radius / norm)
+            self.loss += loss.item() * len(y)
+            self.correct += (out.argmax(1) == y).sum().item()
+
+
+def timed(loop, steps, device):
+    """Images per second of `steps` steps of `loop`, by the host clock after syncing the device."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else lambda: None
+    sync()
+    t0 = time.perf_counter()
+    loop.run(steps)
+    sync()
+    return steps * BATCH / (time.perf_counter() - t0)
+
+
+def main():
+    p = Parser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", choices=IMAGE_MODELS, default=list(IMAGE_MODELS), help="models to time")
+    p.add_argument("--images", type=int, default=0, help="random training images held (0 = 2048 on CPU; "
+                   "50,000 on CUDA, so that the DataLoader's epoch ends come as often as in training)")
+    p.add_argument("--steps", type=int, default=0, help="timed steps per loop per round (0 = "
+                   f"{', '.join(f'{k} {v}' for k, v in STEPS.items())} on CPU, 10x as many on CUDA)")
+    p.add_argument("--warmup", type=int, default=-1, help="untimed steps per loop first (-1 = 2 on CPU, 10 on CUDA)")
+    p.add_argument("--rounds", type=int, default=3, help="turns of the two loops; medians reported")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=int, default=-1, help="conventional DataLoader workers (-1 = 0 on CPU, "
+                   "min(8, CPUs) on CUDA)")
+    p.add_argument("--channels_last", action="store_true", help="ours: channels_last memory format")
+    p.add_argument("--bf16", action="store_true", help="ours: bf16 autocast for forward passes (CUDA)")
+    p.add_argument("--compile", action="store_true", help="ours: torch.compile the model (during warm-up)")
+    args = p.parse_args()
+    if 0 < args.images < BATCH or args.steps < 0 or args.warmup < -1 or args.rounds < 1:
+        raise UserError(f"need --images >= {BATCH}, --steps >= 0, --warmup >= -1 and --rounds >= 1")
+    device = setup_torch(args)
+    cuda = device.type == "cuda"
+    n = args.images or (50_000 if cuda else 2048)
+    workers = args.workers if args.workers >= 0 else min(8, os.cpu_count()) if cuda else 0
+    switches = "".join(f", ours {s}" for s in ("channels_last", "bf16", "compile") if getattr(args, s))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, device {device}"
+          f"{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}; {n:,} images, "
+          f"batch {BATCH}, conventional workers {workers}{switches}")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    data = {"x_train": x.to(device), "y_train": y.to(device), "mean": CIFAR_MEAN, "std": CIFAR_STD}
+    data["xn_train"] = normalize(data["x_train"], CIFAR_MEAN, CIFAR_STD)  # (N, 3, 32, 32) float32, as load_data
+    hwc, labels = x.permute(0, 2, 3, 1).numpy(), y.tolist()  # (N, 32, 32, 3) uint8 as torchvision's CIFAR10
+    loops = {m: {"ours": Ours(m, data, device, args), "conventional": Conventional(m, hwc, labels, device, workers)}
+             for m in args.models}
+    steps = {m: args.steps or STEPS[m] * (10 if cuda else 1) for m in args.models}
+    warmup = args.warmup if args.warmup >= 0 else 10 if cuda else 2
+    for loop in (loop for m in args.models for loop in loops[m].values() if warmup):
+        loop.run(warmup)
+    speeds = {m: {"ours": [], "conventional": []} for m in args.models}
+    for r in range(args.rounds):  # models in turn, and the two loops in alternating order
+        for m in args.models:
+            for how in ("ours", "conventional")[::1 if r % 2 == 0 else -1]:
+                speeds[m][how].append(timed(loops[m][how], steps[m], device))
+    print(f"{'model':12s} {'width':>5s} {'steps':>5s} {'ours img/s':>22s} {'conventional img/s':>22s} "
+          f"{'ratio':>6s} {'ours s/epoch':>12s}")
+    for m, s in speeds.items():
+        med = {how: statistics.median(v) for how, v in s.items()}
+        cell = {how: f"{med[how]:,.0f} [{min(v):,.0f}..{max(v):,.0f}]" for how, v in s.items()}
+        print(f"{m:12s} {DEFAULT_WIDTH[m]:5d} {steps[m]:5d} {cell['ours']:>22s} {cell['conventional']:>22s} "
+              f"{med['ours'] / med['conventional']:5.2f}x {EPOCH / med['ours']:12.1f}")
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,135 @@
+"""Frequency bands: known answers (partition of the spectrum, the DC band, pure cosines, band specs)."""
+import math
+
+import pytest
+import torch
+
+from utils.args import UserError
+from utils.fourier import band_filter, band_index, band_test_sets, parse_bands
+
+
+def _images(n=4, c=3, h=32, w=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, c, h, w, generator=g)
+
+
+def _cosine(k, l, h=32, w=32):
+    """cos(2 pi (k i / h + l j / w)) as a (1, 1, h, w) image: all its energy at (k, l) and (-k, -l)."""
+    i = torch.arange(h, dtype=torch.float64)[:, None]
+    j = torch.arange(w, dtype=torch.float64)[None, :]
+    return torch.cos(2 * math.pi * (k * i / h + l * j / w))[None, None]
+
+
+# ---- parse_bands
+
+def test_parse_bands_default_split():
+    assert parse_bands("0,1-8,9-24,25-32") == [("0", 0, 0), ("1-8", 1, 8), ("9-24", 9, 24), ("25-32", 25, 32)]
+
+
+def test_parse_bands_vit_split_and_spaces():
+    assert parse_bands("0, 1-6 ,7-24") == [("0", 0, 0), ("1-6", 1, 6), ("7-24", 7, 24)]
+    assert parse_bands("5") == [("5", 5, 5)]
+    assert parse_bands("3-3") == [("3-3", 3, 3)]
+
+
+@pytest.mark.parametrize("spec", ["", "  ", None, "0,,1-8", "a", "1-x", "1.5", "-3", "1--3", "1-2-3",
+                                  "8-1", "0,0", "0-8,8-16", "1-8,3", "0-32,5-6", "²"])
+def test_parse_bands_rejects(spec):
+    with pytest.raises(UserError):
+        parse_bands(spec)
+
+
+# ---- band_index
+
+def test_band_index_32():
+    b = band_index(32, 32)
+    assert b.shape == (32, 32) and b.dtype == torch.long
+    assert b[16, 16] == 0 and b[0, 0] == 32 and b.max() == 32
+    assert b[16, 0] == 16 and b[0, 16] == 16 and b[17, 15] == 2
+    # symmetric about the centre wherever the mirror index exists (rows/cols 1..31)
+    assert torch.equal(b[1:, 1:], b[1:, 1:].flip(0, 1))
+    assert int((b == 1).sum()) == 4 and int((b == 0).sum()) == 1
+
+
+@pytest.mark.parametrize("h,w,top", [(28, 28, 28), (28, 20, 24), (7, 9, 7)])
+def test_band_index_other_sizes(h, w, top):
+    b = band_index(h, w)
+    assert b.shape == (h, w)
+    assert b[h // 2, w // 2] == 0 and b.min() == 0 and b.max() == top
+
+
+# ---- band_filter
+
+@pytest.mark.parametrize("h,w", [(32, 32), (28, 28), (28, 20)])
+def test_bands_sum_to_image(h, w):
+    x = _images(h=h, w=w)
+    top = int(band_index(h, w).max())
+    parts = torch.stack([band_filter(x, b, b) for b in range(top + 1)])
+    assert parts.dtype == torch.float32 and parts.shape[1:] == x.shape
+    torch.testing.assert_close(parts.sum(0), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(band_filter(x, 0, top), x, atol=1e-5, rtol=0)
+    # the default four groups also partition the 32x32 spectrum
+    if (h, w) == (32, 32):
+        groups = sum(band_filter(x, lo, hi) for _, lo, hi in parse_bands("0,1-8,9-24,25-32"))
+        torch.testing.assert_close(groups, x, atol=1e-5, rtol=0)
+
+
+def test_band0_is_channel_mean():
+    x = _images(n=3, c=3)
+    expected = x.mean(dim=(-2, -1), keepdim=True).expand_as(x)
+    torch.testing.assert_close(band_filter(x, 0, 0), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("k,l", [(3, 5), (-7, 2), (0, 9), (1, 0), (-16, 3), (-16, -16)])
+def test_cosine_lands_in_its_band(k, l):
+    x = _cosine(k, l)
+    band = abs(k) + abs(l)
+    torch.testing.assert_close(band_filter(x, band, band), x.float(), atol=1e-5, rtol=0)
+    others = [band_filter(x, b, b) for b in range(33) if b != band]
+    assert max(o.abs().max().item() for o in others) < 1e-5
+    # a range containing the band keeps it; one just missing it loses it
+    torch.testing.assert_close(band_filter(x, max(band - 2, 0), band + 2), x.float(), atol=1e-5, rtol=0)
+    assert band_filter(x, band + 1, 40).abs().max() < 1e-5
+
+
+def test_band_filter_chunks_and_float64():
+    x = _images(n=5).double()
+    one = band_filter(x, 1, 8)
+    assert one.dtype == torch.float32
+    torch.testing.assert_close(band_filter(x, 1, 8, chunk=2), one, atol=0, rtol=0)
+    torch.testing.assert_close(band_filter(x.float(), 1, 8), one, atol=1e-6, rtol=0)
+
+
+def test_band_filter_rejects_non_float():
+    with pytest.raises(ValueError):
+        band_filter(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), 0, 0)
+    with pytest.raises(ValueError):
+        band_filter(torch.zeros(3, 32, 32), 0, 0)
+
+
+# ---- band_test_sets
+
+def test_band_test_sets_normalisation():
+    g = torch.Generator().manual_seed(1)
+    x8 = torch.randint(0, 256, (3, 3, 32, 32), generator=g, dtype=torch.uint8)
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    out = dict(band_test_sets(x8, parse_bands("0,1-8,9-32"), mean, std))
+    assert list(out) == ["0", "1-8", "9-32"]
+    out.update(band_test_sets(x8, parse_bands("0-32"), mean, std))
+    xf = x8.float() / 255
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    # groups holding frequency 0 are normalised like the regular test set ...
+    torch.testing.assert_close(out["0"], (band_filter(xf, 0, 0) - m) / s, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["0-32"], (xf - m) / s, atol=1e-4, rtol=0)
+    # ... the others are raw and unclipped (negative values survive)
+    torch.testing.assert_close(out["1-8"], band_filter(xf, 1, 8), atol=0, rtol=0)
+    assert out["9-32"].min() < 0
+    # float input in [0, 1] gives the same as uint8
+    again = dict(band_test_sets(xf, parse_bands("1-8"), mean, std))
+    torch.testing.assert_close(again["1-8"], out["1-8"], atol=0, rtol=0)
+
+
+def test_band_test_sets_rejects_blank_group():
+    with pytest.raises(UserError):
+        list(band_test_sets(_images(n=1), parse_bands("0,33-40"), (0.5,) * 3, (0.25,) * 3))

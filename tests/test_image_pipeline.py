@@ -1,0 +1,143 @@
+"""Image runs end to end on tiny CIFAR files written in torchvision's format: the chain train ->
+finetune -> swa for every model, the sphere after every step, the frozen head, SWA against the
+mean of the checkpoints it averages, and BN statistics against a manual recomputation."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, run
+from test_images_data import write_cifar
+from models import build
+from utils import checkpoint
+from utils.image_stage import bn_batches, epoch_generator, load_data, train_epoch
+from utils.rundir import RunDir
+from utils.sphere import project_, recompute_bn_stats, si_norm, si_parameters
+
+# 5 x 24 training and 40 test images: enough for batches of 32 and a partial last batch (8)
+SIZES = {**{f"data_batch_{i}": 24 for i in range(1, 6)}, "test_batch": 40}
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_cifar(root, "cifar10", sizes=SIZES)
+    return root
+
+
+def tiny(model, data_dir, out, *extra):
+    return run("train.py", "--dataset", "cifar10", "--data_dir", data_dir, "--model", model, "--width", "4",
+               "--batch_size", "32", "--threads", "1", "--out", out, *extra)
+
+
+def states(path):
+    return checkpoint.load(str(path))["states"]
+
+
+@pytest.mark.parametrize("model", ["convnet_si", "resnet18_si", "resnet18"])
+def test_chain_train_finetune_swa(cifar, tmp_path, model):
+    si = model != "resnet18"
+    tiny(model, cifar, tmp_path / "pt", "--lr", "1e-3", "5e-2", "--seed", "0", "--epochs", "2")
+    run("finetune.py", "--from", tmp_path / "pt", "--lr", "1e-4", "--epochs", "2", "--threads", "1",
+        "--out", tmp_path / "ft")
+    run("swa.py", "--from", tmp_path / "pt", "--n_models", "3", "--threads", "1", "--out", tmp_path / "swa")
+    net = build(model, 0, width=4, num_classes=10, in_channels=3)
+    head = {n: p.detach() for n, p in net.named_parameters() if any(p is q for q in net.head.parameters())}
+    for stage, n in (("pt", 2), ("ft", 2), ("swa", 2)):
+        rd = RunDir(str(tmp_path / stage))
+        assert rd.is_complete() and len(rd.results()["members"]) == n
+        rows = rd.metrics()
+        tests = [r for r in rows if r["split"] == "test"]
+        assert tests and all(0 <= r["acc"] <= 1 and r["weight_norm"] > 0 for r in tests)
+        final = states(tmp_path / stage / "checkpoints" / "final.pt")
+        for m, state in zip(rd.members(), final):
+            for k, v in head.items():  # the SI head is frozen: bit for bit; the practical one trains
+                assert torch.equal(state[k], v) == si, (stage, k)
+            if si:  # every logged norm is the member's radius (SWA averages are not re-projected)
+                assert all(abs(r["weight_norm"] - m["radius"]) < 1e-4 * m["radius"]
+                           for r in rows if r["member"] == m["member"] and not r.get("swa"))
+    assert [r["epoch"] for r in RunDir(str(tmp_path / "ft")).metrics() if r["member"] == 0] == [0, 0, 1, 1, 2, 2]
+    members = RunDir(str(tmp_path / "ft")).members()
+    assert [(m["plr"], m["flr"], m["parent_member"]) for m in members] == [(1e-3, 1e-4, 0), (5e-2, 1e-4, 1)]
+
+
+def test_radius_holds_after_every_step(cifar):
+    data = load_data("cifar10", cifar, False, None, None, torch.device("cpu"))
+    model = build("resnet18_si", 1, width=4, num_classes=10, in_channels=3)
+    radius = 3.0
+    project_(model, radius)
+    opt = torch.optim.SGD(si_parameters(model), lr=0.5 * radius ** 2)
+    norms = []
+    model.register_forward_pre_hook(lambda mod, inp: norms.append(si_norm(mod)))
+    g = epoch_generator(0, 1, 1)
+    perm = torch.randperm(len(data["y_train"]), generator=g)
+    sums = torch.zeros(3, dtype=torch.float64)
+    done = train_epoch(model, opt, data, g=g, perm=perm, start=0, sums=sums, batch_size=16, aug=False,
+                       radius=radius, device=torch.device("cpu"), bf16=False, stop=None)
+    norms.append(si_norm(model))
+    assert done == 8 and len(norms) == 9 and sums[2].item() == 120
+    assert max(abs(n - radius) for n in norms) < 1e-5
+    # the steps did move the weights (a large ELR), so the projection had work to do
+    fresh = build("resnet18_si", 1, width=4, num_classes=10, in_channels=3)
+    project_(fresh, radius)
+    assert not torch.allclose(fresh.stem.weight, model.stem.weight, atol=1e-3)
+
+
+def test_swa_is_the_mean_of_the_window_with_recomputed_bn(cifar, tmp_path):
+    # SWA-3 from a 1-epoch run averages epochs 1, 2, 3: the checkpoints a 3-epoch run keeps
+    common = ("--lr", "2e-2", "--seed", "3")
+    tiny("convnet_si", cifar, tmp_path / "long", *common, "--epochs", "3", "--save_epochs", "1", "2", "3")
+    tiny("convnet_si", cifar, tmp_path / "short", *common, "--epochs", "1")
+    run("swa.py", "--from", tmp_path / "short", "--n_models", "3", "--keep_window", "--threads", "1",
+        "--out", tmp_path / "swa")
+    long = [states(RunDir(str(tmp_path / "long")).epoch_ckpt(e))[0] for e in (1, 2, 3)]
+    window = [states(RunDir(str(tmp_path / "swa")).epoch_ckpt(e))[0] for e in (1, 2)]
+    for a, b in zip(long[1:], window):  # continuing = pre-training longer, bit for bit on CPU
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    swa = states(tmp_path / "swa" / "checkpoints" / "final.pt")[0]
+    model = build("convnet_si", 3, width=4, num_classes=10, in_channels=3)
+    names = [n for n, _ in model.named_parameters()]
+    for n in names:
+        torch.testing.assert_close(swa[n], torch.stack([s[n] for s in long]).mean(0), rtol=0, atol=1e-6)
+    assert not torch.allclose(long[0]["0.weight"], long[2]["0.weight"], atol=1e-4)  # the window moved
+    # BN statistics: one train-mode pass over the shuffled, non-augmented training set
+    model.load_state_dict({n: swa[n] for n in names}, strict=False)
+    data = load_data("cifar10", cifar, False, None, None, torch.device("cpu"))
+    recompute_bn_stats(model, bn_batches(data, 32, 3))
+    buffers = dict(model.named_buffers())
+    assert any("running_mean" in k for k in buffers)
+    for k, v in buffers.items():
+        torch.testing.assert_close(swa[k], v, rtol=0, atol=1e-6)
+    rows = [r for r in RunDir(str(tmp_path / "swa")).metrics() if r.get("swa")]
+    assert len(rows) == 2 and RunDir(str(tmp_path / "swa")).results()["swa_epochs"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig):
+    args = ["--dataset", "cifar10", "--data_dir", str(cifar), "--model", "convnet_si", "--width", "4",
+            "--batch_size", "8", "--lr", "1e-2", "3e-1", "--epochs", "4", "--threads", "1"]
+    run("train.py", *args, "--out", tmp_path / "ref")
+    proc = subprocess.Popen([sys.executable, "train.py", *args, "--out", str(tmp_path / "cut")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (tmp_path / "cut" / "checkpoints" / "last.pt").exists():
+        assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()
+        time.sleep(0.02)
+    time.sleep(0.5 * torch.rand(1).item())  # somewhere in a later epoch
+    proc.send_signal(sig)
+    out, _ = proc.communicate()
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    if sig == signal.SIGTERM:  # a checkpoint of the very batch it stopped at
+        assert proc.returncode == 143 and "SIGTERM: checkpoint written at epoch" in out, out
+        assert checkpoint.load(str(tmp_path / "cut" / "checkpoints" / "last.pt"))["pos"] is not None
+    resumed = run("train.py", *args, "--out", tmp_path / "cut")
+    assert "resuming" in resumed.stdout
+    ref, cut = states(tmp_path / "ref" / "checkpoints" / "final.pt"), states(tmp_path / "cut" / "checkpoints" / "final.pt")
+    for a, b in zip(ref, cut):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert RunDir(str(tmp_path / "ref")).metrics() == RunDir(str(tmp_path / "cut")).metrics()
+    assert RunDir(str(tmp_path / "cut")).results()["members"] == RunDir(str(tmp_path / "ref")).results()["members"]

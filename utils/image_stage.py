@@ -1,0 +1,357 @@
+"""Train and evaluate image models (PROTOCOL.md sections 2-4 and 6): one loop for every image stage.
+
+train.py (pre-training), finetune.py (fine-tuning) and swa.py (continue at the PLR and average)
+differ only in where the members start, which LRs they use and whether the weights are averaged;
+all three call `run_image_stage`. A run holds K >= 1 members (LR x model seed; one per Slurm task
+in a cluster sweep); they are trained one epoch at a time each, so K members cost K runs' time
+and a member's result does not depend on the others:
+- its initial weights come from its model seed (models.build), shared by all its LRs;
+- its batch order and augmentation come from a generator keyed by (stage, seed, epoch), so any
+  epoch's batches can be rebuilt without replaying earlier ones (exact resume, SWA continuing a
+  pre-training run with the batches that run would have seen).
+
+SI models (convnet_si, resnet18_si): plain SGD (momentum 0, weight decay 0) on the SI parameters,
+lr = ELR x R^2, then every step all of them are rescaled jointly to norm R (utils/sphere.py); no
+augmentation. Practical (resnet18): SGD momentum 0.9, weight decay 5e-4 on all parameters at the
+given LR, random crop (padding 4) and horizontal flip, no sphere.
+
+Data stay on the device as tensors (data/images.py): the training set normalised once (SI) or as
+uint8 augmented per batch (practical); batch indices are slices of one permutation per epoch.
+"""
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data.images import augment, load_images, normalize
+from models import SCALE_INVARIANT, build
+from utils import checkpoint
+from utils.args import UserError
+from utils.population import StopFlag, final_metrics
+from utils.seeding import generator
+from utils.sphere import project_, recompute_bn_stats, si_norm, si_parameters
+
+STAGE_SALT = {"pretrain": 0, "finetune": 1}  # swa continues pre-training: its batches use salt 0
+PRACTICAL = {"momentum": 0.9, "weight_decay": 5e-4}
+EVAL_BATCH = 1000
+
+
+# ---------------------------------------------------------------- setup
+
+SMOKE_SIZE = 256  # --smoke: at most this many training and test images
+
+
+def load_data(dataset, data_dir, download, train_size, test_size, device, smoke=False):
+    """The dataset on `device` (data/images.py), plus normalised float copies of both splits.
+
+    train_size, test_size: keep the first N images of each split (None: all; with `smoke`, at most
+    SMOKE_SIZE). The sizes used are in d["train_size"], d["test_size"] (for the run's checkpoint).
+    """
+    d = load_images(dataset, data_dir, download=download, train_size=train_size, device=device)
+    if smoke and train_size is None:
+        d["x_train"], d["y_train"] = d["x_train"][:SMOKE_SIZE], d["y_train"][:SMOKE_SIZE]
+    if smoke and test_size is None:
+        test_size = min(SMOKE_SIZE, len(d["y_test"]))
+    if test_size is not None:
+        if not 1 <= test_size <= len(d["y_test"]):
+            raise UserError(f"--test_size {test_size}: {dataset} has {len(d['y_test'])} test images")
+        d["x_test"], d["y_test"] = d["x_test"][:test_size], d["y_test"][:test_size]
+    for split in ("train", "test"):
+        d[f"xn_{split}"] = normalize(d[f"x_{split}"], d["mean"], d["std"])  # (N, C, 32, 32) float32
+        d[f"{split}_size"] = len(d[f"y_{split}"])
+    return d
+
+
+def speed_setup(model, device, channels_last, compile_):
+    """The speed switches, in one place: memory format and torch.compile (bf16 autocast: `autocast`).
+    channels_last: True/"on", False/"off" or "auto" (on for CPUs, where it is measured faster).
+    Returns the callable to train with; it shares its parameters with `model`."""
+    model = model.to(device)
+    if channels_last == "auto":
+        channels_last = device.type == "cpu"
+    if channels_last in (True, "on"):
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile_ else model
+
+
+def autocast(device, bf16):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def make_optimizer(model, lr, si):
+    """Projected SGD's plain step for SI models; the practical setting's SGD otherwise."""
+    if si:
+        return torch.optim.SGD(si_parameters(model), lr=lr, momentum=0, weight_decay=0)
+    return torch.optim.SGD(model.parameters(), lr=lr, **PRACTICAL)
+
+
+def weight_norm(model, si):
+    """The norm logged as weight_norm: the SI parameters' (the radius), else all parameters'."""
+    if si:
+        return si_norm(model)
+    return math.sqrt(sum(p.detach().double().pow(2).sum().item() for p in model.parameters()))
+
+
+def load_state(model, state, what):
+    """load_state_dict, with a mismatch (another architecture, width or class count) as a UserError."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise UserError(f"{what} does not fit {type(model).__name__} ({first})")
+
+
+def parent_setup(ckpt, args, device):
+    """For finetune.py and swa.py: the data of an image parent run (its dataset and subset; --data_dir
+    may point elsewhere), checked against the parent's model."""
+    d = ckpt["data"]
+    data = load_data(ckpt["dataset"], args.data_dir or d["data_dir"], args.download, d["train_size"],
+                     d["test_size"], device)  # the sizes the parent used
+    if data["num_classes"] != ckpt["model_args"]["num_classes"]:
+        raise UserError(f"{ckpt['dataset']} has {data['num_classes']} classes but the checkpoint's model "
+                        f"{ckpt['model_args']['num_classes']}")
+    model = build(ckpt["model"], 0, **ckpt["model_args"])
+    for m, state in zip(ckpt["members"], ckpt["states"]):  # before anything is written
+        load_state(model, state, f"the checkpoint's member {m['member']}")
+    return data
+
+
+# ---------------------------------------------------------------- one epoch, evaluation
+
+def epoch_generator(salt, seed, epoch):
+    """The generator of one member's epoch: its permutation first, then augmentation draws."""
+    return generator("image_batches", salt, seed, epoch)
+
+
+def batch_starts(n, batch_size):
+    """Start offsets of an epoch's batches; a last batch of 1 image is dropped (train-mode BN needs 2)."""
+    return [s for s in range(0, n, batch_size) if n - s > 1]
+
+
+def train_epoch(model, opt, data, *, g, perm, start, sums, batch_size, aug, radius, device, bf16, stop):
+    """Train one member from batch `start` of the epoch whose permutation (on the device) is `perm`.
+
+    sums: (3,) float64 device tensor, accumulating loss x n, correct, n (no host sync per step).
+    Returns the index of the next batch (== number of batches when the epoch is done; less when
+    `stop` was set, then the caller checkpoints with g's state and resumes here).
+    """
+    model.train()
+    starts = batch_starts(len(perm), batch_size)
+    for b in range(start, len(starts)):
+        idx = perm[starts[b]:starts[b] + batch_size]  # (B,) int64 on the device
+        if aug:  # practical setting: augment the uint8 batch, then normalise (black padding)
+            xb = normalize(augment(data["x_train"][idx], generator=g), data["mean"], data["std"])
+        else:
+            xb = data["xn_train"][idx]
+        yb = data["y_train"][idx]
+        with autocast(device, bf16):
+            out = model(xb)
+            loss = F.cross_entropy(out.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if radius is not None:
+            project_(model, radius)
+        with torch.no_grad():
+            sums += torch.stack([loss.detach().double() * len(yb), (out.argmax(1) == yb).sum().double(),
+                                 torch.tensor(float(len(yb)), dtype=torch.float64, device=device)])
+        if stop is not None and stop.set:
+            return b + 1
+    return len(starts)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, device, bf16=False, train_mode=False):
+    """Mean cross-entropy and accuracy on normalised images x (N, C, H, W); eval-mode BN by default."""
+    model.train(train_mode)
+    loss, correct = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), device=device)
+    for s in range(0, len(y), EVAL_BATCH):
+        with autocast(device, bf16):
+            out = model(x[s:s + EVAL_BATCH]).float()
+        loss += F.cross_entropy(out, y[s:s + EVAL_BATCH], reduction="sum").double()
+        correct += (out.argmax(1) == y[s:s + EVAL_BATCH]).sum()
+    return loss.item() / len(y), correct.item() / len(y)
+
+
+def sharpness(model, data, batch_size, si):
+    """Appendix G's sharpness: the mean over the training set's mini-batches (in order, no shuffle,
+    no augmentation, train-mode BN) of the norm of the mini-batch gradient w.r.t. the SI parameters
+    (every trainable parameter of a practical model). BN running statistics are left as they were."""
+    params = si_parameters(model) if si else [p for p in model.parameters() if p.requires_grad]
+    saved = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    model.train()
+    x, y = data["xn_train"], data["y_train"]
+    total, starts = 0.0, batch_starts(len(y), batch_size)
+    for s in starts:
+        loss = F.cross_entropy(model(x[s:s + batch_size]), y[s:s + batch_size])
+        grads = torch.autograd.grad(loss, params)
+        total = total + torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    model.load_state_dict(saved, strict=False)
+    return float(total) / len(starts)
+
+
+def bn_batches(data, batch_size, seed):
+    """One pass over the shuffled, non-augmented training set: the batches BN statistics are
+    recomputed from (SWA, interpolation). The shuffle is keyed by `seed` alone."""
+    perm = torch.randperm(len(data["y_train"]), generator=generator("bn_batches", seed))
+    perm = perm.to(data["xn_train"].device)
+    return (data["xn_train"][perm[s:s + batch_size]] for s in batch_starts(len(perm), batch_size))
+
+
+# ---------------------------------------------------------------- the stage
+
+def run_image_stage(rd, *, kind, members, inits, salt, epoch0, epochs, data, meta, batch_size, device,
+                    eval_every, checkpoint_every, save_epochs=(), swa=False, bf16=False, channels_last=False,
+                    compile_=False, with_sharpness=False):
+    """Train every member for `epochs` epochs; returns results.json's content.
+
+    members: members.jsonl rows, each with lr (ELR), seed and radius (None: no sphere);
+    inits: one state_dict per member (the starting weights); salt, epoch0: batches of stage epoch
+    e (1-based) are those of epoch epoch0 + e under `salt`, so SWA (salt 0, epoch0 = the parent's
+    epochs) sees what longer pre-training would have seen. swa: also average each member's weights
+    at the start and after every epoch (torch.optim.swa_utils.AveragedModel), then recompute the
+    average's BN statistics and evaluate it; the result replaces the trained weights in final.pt.
+    with_sharpness: train rows also carry `sharpness` (see `sharpness`; one more pass per evaluation).
+    """
+    name, model_args = meta["model"], meta["model_args"]
+    si = SCALE_INVARIANT[name]
+    models, nets, opts, avgs = [], [], [], []  # modules (state, evaluation), their trained forms, ...
+    for m, init in zip(members, inits):
+        model = build(name, m["seed"], **model_args)
+        load_state(model, init, f"member {m['member']}'s starting point")
+        model = model.to(device)
+        lr = m["lr"] * m["radius"] ** 2 if si else m["lr"]
+        models.append(model)
+        nets.append(speed_setup(model, device, channels_last, compile_))
+        opts.append(make_optimizer(model, lr, si))
+        if swa:
+            avgs.append(torch.optim.swa_utils.AveragedModel(model, use_buffers=False))
+    epoch, pos = 0, None
+    ckpt = checkpoint.load(rd.last_ckpt, kinds=[kind])
+    if ckpt is not None:
+        epoch, pos = ckpt["epoch"], ckpt["pos"]
+        for i in range(len(members)):
+            models[i].load_state_dict(ckpt["states"][i])
+            opts[i].load_state_dict(ckpt["opts"][i])
+            if swa:
+                avgs[i].load_state_dict(ckpt["avgs"][i])
+        rd.truncate_metrics(epoch, key="epoch")
+        where = f", member {pos['member']} batch {pos['batch']}" if pos else ""
+        print(f"resuming {rd.path} from epoch {epoch}{where}")
+    else:
+        rd.truncate_metrics(-1)
+        if swa:
+            for a, model in zip(avgs, models):
+                a.update_parameters(model)  # the starting point is the window's first checkpoint
+        rd.append_metrics(eval_rows(models, members, data, 0, 0, None, si, device, bf16,
+                                  with_sharpness and batch_size))
+
+    def save(path, pos=None):
+        checkpoint.save(path, dict(meta, kind=kind, members=members, epoch=epoch, pos=pos,
+                                   states=[_cpu(m.state_dict()) for m in models],
+                                   opts=[_cpu(o.state_dict()) for o in opts],
+                                   avgs=[_cpu(a.state_dict()) for a in avgs] if swa else None))
+
+    stop, n_train = StopFlag(), len(data["y_train"])
+    steps_per_epoch = len(batch_starts(n_train, batch_size))
+    train_seconds, first = 0.0, epoch
+    bar = tqdm(total=epochs, initial=epoch, disable=None, unit="epoch", dynamic_ncols=True)
+    while epoch < epochs:
+        e = epoch + 1
+        sums = [torch.zeros(3, dtype=torch.float64, device=device) for _ in members]
+        t0 = time.perf_counter()
+        for i, (m, net, opt) in enumerate(zip(members, nets, opts)):
+            g = epoch_generator(salt, m["seed"], epoch0 + e)
+            perm, start = torch.randperm(n_train, generator=g).to(device), 0  # drawn on the CPU: same on any device
+            if pos is not None:  # resuming inside this epoch
+                if i < pos["member"]:
+                    sums[i] += pos["sums"][i].to(device)
+                    continue
+                g.set_state(pos["gen"])
+                start, sums[i] = pos["batch"], pos["sums"][i].to(device)
+                pos = None
+            done = train_epoch(net, opt, data, g=g, perm=perm, start=start, sums=sums[i],
+                               batch_size=batch_size, aug=not si, radius=m["radius"] if si else None,
+                               device=device, bf16=bf16, stop=stop)
+            if stop.set:
+                save(rd.last_ckpt, pos={"member": i, "batch": done, "gen": g.get_state(),
+                                        "sums": [s.cpu() for s in sums]})
+                print(f"SIGTERM: checkpoint written at epoch {epoch} + member {i} batch {done} to "
+                      f"{rd.last_ckpt}; rerun to resume", flush=True)
+                sys.exit(143)
+            if swa:
+                avgs[i].update_parameters(models[i])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds += time.perf_counter() - t0
+        epoch = e
+        bar.update(1)
+        if epoch % eval_every == 0 or epoch == epochs:
+            rows = eval_rows(models, members, data, epoch, epoch * steps_per_epoch, sums, si, device, bf16,
+                             with_sharpness and batch_size)
+            rd.append_metrics(rows)
+            images = len(members) * n_train * (epoch - first) / max(train_seconds, 1e-9)
+            tqdm.write(f"epoch {epoch:>4}/{epochs} | {digest(rows)} | {images:,.0f} images/s")
+        if epoch in save_epochs:
+            save(rd.epoch_ckpt(epoch))
+        if epoch % checkpoint_every == 0 and epoch < epochs:
+            save(rd.last_ckpt)
+    bar.close()
+    if swa:  # the averages become the members: BN statistics from one pass, then evaluate
+        for a, model, m in zip(avgs, models, members):
+            model.load_state_dict(a.module.state_dict())
+            recompute_bn_stats(model, bn_batches(data, batch_size, m["seed"]))
+        rows = eval_rows(models, members, data, epoch, epoch * steps_per_epoch, None, si, device, bf16)
+        rd.append_metrics([dict(r, swa=True) for r in rows])
+        print(f"SWA of {epochs + 1} checkpoints | {digest(rows)}")
+    final_rows = [r for r in rd.metrics() if r["epoch"] == epoch and r.get("swa", False) == swa]
+    save(rd.final_ckpt)
+    checkpoint.remove(rd.last_ckpt)
+    return {"epoch": epoch, "members": final_metrics(final_rows, len(members)), "train_seconds": train_seconds,
+            "images_per_second": len(members) * n_train * (epoch - first) / train_seconds if train_seconds else None}
+
+
+def _cpu(state):
+    """A state_dict (nested for optimizers) with every tensor moved to the CPU, for checkpoints."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cpu(v) for v in state)
+    return state
+
+
+def eval_rows(models, members, data, epoch, step, sums, si, device, bf16, sharpness_batch=None):
+    """metrics.jsonl rows of every member: train (the epoch's running mean over its mini-batches,
+    train-mode BN; at epoch 0 and after SWA a clean pass over the training set with eval-mode BN)
+    and test (eval-mode BN). sharpness_batch: also the train row's `sharpness` at this batch size."""
+    rows = []
+    for i, (m, model) in enumerate(zip(members, models)):
+        if sums is None:
+            train = evaluate(model, data["xn_train"], data["y_train"], device, bf16)
+        else:
+            s = sums[i].tolist()
+            train = (s[0] / s[2], s[1] / s[2])
+        test = evaluate(model, data["xn_test"], data["y_test"], device, bf16)
+        norm = weight_norm(model, si)
+        for split, (loss, acc) in (("train", train), ("test", test)):
+            rows.append({"member": m["member"], "epoch": epoch, "step": step, "split": split, "loss": loss,
+                         "acc": acc, "weight_norm": norm, "lr": m["lr"]})
+        if sharpness_batch:
+            rows[-2]["sharpness"] = sharpness(model, data, sharpness_batch, si)
+    return rows
+
+
+def digest(rows):
+    """One fixed-format line: median loss and accuracy per split, and the accuracy range."""
+    out = []
+    for split in ("train", "test"):
+        r = [x for x in rows if x["split"] == split]
+        loss = torch.tensor([x["loss"] for x in r]).median().item()
+        acc = torch.tensor([x["acc"] for x in r])
+        out.append(f"{split} loss {loss:.4f} acc {acc.median():.1%} [{acc.min():.1%}, {acc.max():.1%}]")
+    return " | ".join(out)
