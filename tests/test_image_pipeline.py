@@ -13,7 +13,7 @@ from conftest import ROOT, run
 from test_images_data import write_cifar
 from models import build
 from utils import checkpoint
-from utils.image_stage import bn_batches, epoch_generator, load_data, train_epoch
+from utils.image_stage import bn_batches, epoch_generator, load_data, speed_setup, train_epoch
 from utils.rundir import RunDir
 from utils.sphere import project_, recompute_bn_stats, si_norm, si_parameters
 
@@ -105,6 +105,7 @@ def test_swa_is_the_mean_of_the_window_with_recomputed_bn(cifar, tmp_path):
     assert not torch.allclose(long[0]["0.weight"], long[2]["0.weight"], atol=1e-4)  # the window moved
     # BN statistics: one train-mode pass over the shuffled, non-augmented training set
     model.load_state_dict({n: swa[n] for n in names}, strict=False)
+    model = speed_setup(model, torch.device("cpu"), "auto", False)  # the memory format swa.py used
     data = load_data("cifar10", cifar, False, None, None, torch.device("cpu"))
     recompute_bn_stats(model, bn_batches(data, 32, 3))
     buffers = dict(model.named_buffers())
@@ -141,3 +142,11 @@ def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert RunDir(str(tmp_path / "ref")).metrics() == RunDir(str(tmp_path / "cut")).metrics()
     assert RunDir(str(tmp_path / "cut")).results()["members"] == RunDir(str(tmp_path / "ref")).results()["members"]
+
+
+def test_channels_last_auto():
+    cpu = torch.device("cpu")
+    conv = speed_setup(build("convnet_si", 0, width=4, num_classes=10, in_channels=3), cpu, "auto", False)
+    res = speed_setup(build("resnet18_si", 0, width=4, num_classes=10, in_channels=3), cpu, "auto", False)
+    assert conv[3].weight.is_contiguous(memory_format=torch.channels_last) and conv[3].weight.shape[1] > 1
+    assert res.stem.weight.is_contiguous() and not res.stem.weight.is_contiguous(memory_format=torch.channels_last)

@@ -48,8 +48,8 @@ def image_parser():
     g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
     g.add_argument("--bf16", action="store_true", help="bf16 autocast for forward passes (CUDA)")
     g.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
-                   help="channels_last memory format; auto: on for CPUs (1.2-1.3x faster, bench/images.py), "
-                        "off on CUDA until measured there")
+                   help="channels_last memory format; auto: on for CPUs (1.2-1.3x faster, bench/images.py) "
+                        "except the ResNets (a torch 2.14 CPU crash), off on CUDA until measured there")
     g.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     return p
 
