@@ -33,7 +33,7 @@ from models import build
 from utils.args import Parser, UserError, main_guard, setup_torch
 from utils.fourier import band_test_sets, parse_bands
 from utils.image_stage import evaluate as evaluate_images
-from utils.image_stage import load_data
+from utils.image_stage import load_data, speed_setup
 from utils.population import evaluate, group_data
 from utils.rundir import RunDir, read_jsonl, write_jsonl_atomic
 
@@ -69,9 +69,9 @@ def band_accuracies(ckpt, data, bands, device):
     """Regular test accuracy (list over members) and {group: [acc per member]} of an image run."""
     models = []
     for state in ckpt["states"]:
-        model = build(ckpt["model"], 0, **ckpt["model_args"]).to(device)
+        model = build(ckpt["model"], 0, **ckpt["model_args"])
         model.load_state_dict(state)
-        models.append(model)
+        models.append(speed_setup(model, device, "auto", False))
     test = [evaluate_images(m, data["xn_test"], data["y_test"], device)[1] for m in models]
     accs = {}
     for key, x in band_test_sets(data["x_test"], bands, data["mean"], data["std"]):  # one group at a time

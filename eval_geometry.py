@@ -29,7 +29,7 @@ import torch
 from models import SCALE_INVARIANT, build
 from utils.args import Parser, UserError, common_parser, main_guard, setup_torch
 from utils.geometry import angle, at_loss, barrier, interpolate
-from utils.image_stage import bn_batches, evaluate as evaluate_images, load_data
+from utils.image_stage import bn_batches, evaluate as evaluate_images, load_data, speed_setup
 from utils.population import evaluate, group_data
 from utils.rundir import RunDir
 from utils.sphere import project_rows_, recompute_bn_stats
@@ -111,7 +111,7 @@ def image_path(ckpt_a, i, ckpt_b, j, alphas, data, device):
     """One pair of image solutions: (angle, train_err, test_err) along the re-projected linear path."""
     name = ckpt_a["model"]
     si = SCALE_INVARIANT[name]
-    model = build(name, 0, **ckpt_a["model_args"]).to(device)
+    model = speed_setup(build(name, 0, **ckpt_a["model_args"]), device, "auto", False)
     sa, sb = ckpt_a["states"][i], ckpt_b["states"][j]
     # the path's coordinates: the SI weights (convs) for SI models, every float parameter otherwise
     names = [n for n, p in model.named_parameters() if p.requires_grad]

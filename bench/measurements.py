@@ -62,7 +62,7 @@ def main():
     t0 = time.perf_counter()
     band_accuracies(one, data, parse_bands(DEFAULT_BANDS), device)
     t = time.perf_counter() - t0
-    print(f"bands: regular test set + 4 band groups of {args.test_images:,} images, one member: {t:.1f} s")
+    print(f"bands: regular test set + 4 band groups of {args.test_images:,} images, one member: {t:.1f} s", flush=True)
     alphas = [i / (args.points - 1) for i in range(args.points)]
     t0 = time.perf_counter()
     image_path(ckpt, 0, ckpt, 1, alphas, data, device)

@@ -36,7 +36,7 @@ from utils.sphere import project_, recompute_bn_stats, si_norm, si_parameters
 
 STAGE_SALT = {"pretrain": 0, "finetune": 1}  # swa continues pre-training: its batches use salt 0
 PRACTICAL = {"momentum": 0.9, "weight_decay": 5e-4}
-EVAL_BATCH = 1000
+EVAL_BATCH = {"cpu": 128}  # forward-only batches; big ones are 2-3x slower on CPUs (page faults), others: 1000
 
 
 # ---------------------------------------------------------------- setup
@@ -172,11 +172,12 @@ def evaluate(model, x, y, device, bf16=False, train_mode=False):
     """Mean cross-entropy and accuracy on normalised images x (N, C, H, W); eval-mode BN by default."""
     model.train(train_mode)
     loss, correct = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), device=device)
-    for s in range(0, len(y), EVAL_BATCH):
+    n = EVAL_BATCH.get(device.type, 1000)
+    for s in range(0, len(y), n):
         with autocast(device, bf16):
-            out = model(x[s:s + EVAL_BATCH]).float()
-        loss += F.cross_entropy(out, y[s:s + EVAL_BATCH], reduction="sum").double()
-        correct += (out.argmax(1) == y[s:s + EVAL_BATCH]).sum()
+            out = model(x[s:s + n]).float()
+        loss += F.cross_entropy(out, y[s:s + n], reduction="sum").double()
+        correct += (out.argmax(1) == y[s:s + n]).sum()
     return loss.item() / len(y), correct.item() / len(y)
 
 
