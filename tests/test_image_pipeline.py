@@ -107,7 +107,12 @@ def test_swa_is_the_mean_of_the_window_with_recomputed_bn(cifar, tmp_path):
     model.load_state_dict({n: swa[n] for n in names}, strict=False)
     model = speed_setup(model, torch.device("cpu"), "auto", False)  # the memory format swa.py used
     data = load_data("cifar10", cifar, False, None, None, torch.device("cpu"))
-    recompute_bn_stats(model, bn_batches(data, 32, 3))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as swa.py ran (--threads 1): the same reduction order in the convolutions
+    try:
+        recompute_bn_stats(model, bn_batches(data, 32, 3))
+    finally:
+        torch.set_num_threads(threads)
     buffers = dict(model.named_buffers())
     assert any("running_mean" in k for k in buffers)
     for k, v in buffers.items():
