@@ -23,7 +23,7 @@
 set -euo pipefail
 
 die() { echo "error: $*" >&2; exit 2; }
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 
 SETUP=synthetic PRESET=quick ROOT=runs PY=${PYTHON:-python} THREADS="" JOBS="" DATA_DIR="" SLURM=0 DRY=0
 SBATCH="" SHARPNESS=""
