@@ -139,15 +139,15 @@ def run_stage(rd, *, kind, init, groups, streams, elrs, radius, iters, batch_siz
         train_seconds += time.perf_counter() - t0
         bar.update(stop_at - step)
         step = stop_at
-        if stop.set:
-            save_last()
-            print(f"SIGTERM: checkpoint written at step {step} to {rd.last_ckpt}; rerun to resume", flush=True)
-            sys.exit(143)
-        if step % eval_every == 0 or step == iters:
+        if step % eval_every == 0 or step == iters:  # before a SIGTERM exit too: resuming skips it
             rows, digest = eval_rows(pop, data, step, elrs)
             rd.append_metrics(rows)
             speed = pop.M * (step - first) / max(train_seconds, 1e-9)
             tqdm.write(f"step {step:>7}/{iters} | {digest} | {speed:,.0f} model-it/s")
+        if stop.set and step < iters:
+            save_last()
+            print(f"SIGTERM: checkpoint written at step {step} to {rd.last_ckpt}; rerun to resume", flush=True)
+            sys.exit(143)
         if step % checkpoint_every == 0 and step < iters:
             save_last()
     bar.close()
