@@ -17,7 +17,7 @@ with train.py --save_epochs), 200 epochs at each FLR, same data, sphere and batc
 import torch
 
 from utils.args import (Parser, UserError, check_lrs, check_positive, common_parser, image_parser,
-                        main_guard, setup_torch)
+                        main_guard, resolve_epoch_schedule, setup_torch)
 from utils import checkpoint
 from utils.image_stage import parent_setup, run_image_stage
 from utils.population import run_stage
@@ -43,18 +43,13 @@ def main_images(args, parent, ckpt):
     if args.iters is not None:
         raise UserError("--iters is for the synthetic setup; image runs take --epochs")
     args.epochs = args.epochs or (2 if args.smoke else 200)
-    args.eval_every = args.eval_every or 1
-    args.checkpoint_every = args.checkpoint_every or 1
-    for name in ("epochs", "eval_every", "checkpoint_every"):
-        check_positive(getattr(args, name), f"--{name}")
+    check_positive(args.epochs, "--epochs")
+    resolve_epoch_schedule(args, args.epochs, args.save_epochs)
     if args.from_epoch is not None:
         path = parent.epoch_ckpt(args.from_epoch)
         ckpt = checkpoint.load(path, kinds=["pretrain"])
         if ckpt is None:
             raise UserError(f"--from_epoch {args.from_epoch}: {path} does not exist (train.py --save_epochs)")
-    bad = [e for e in args.save_epochs if not 1 <= e <= args.epochs]
-    if bad:
-        raise UserError(f"--save_epochs {bad[0]} is outside 1..{args.epochs}")
     device = setup_torch(args)
     data = parent_setup(ckpt, args, device)
     members = [{"member": i, "plr": pm["plr"], "flr": flr, "seed": pm["seed"], "data_seed": None,

@@ -21,7 +21,7 @@ statistics with one pass over the shuffled, non-augmented training set, evaluate
 """
 from utils import checkpoint
 from utils.args import (Parser, UserError, check_positive, common_parser, image_parser, main_guard,
-                        setup_torch)
+                        resolve_epoch_schedule, setup_torch)
 from utils.image_stage import parent_setup, run_image_stage
 from models.mlp import MLPPopulation
 from utils.population import eval_rows, final_metrics, group_data
@@ -39,10 +39,7 @@ def build_parser():
 
 
 def main_images(args, parent, ckpt):
-    args.eval_every = args.eval_every or 1
-    args.checkpoint_every = args.checkpoint_every or 1
-    for name in ("eval_every", "checkpoint_every"):
-        check_positive(getattr(args, name), f"--{name}")
+    resolve_epoch_schedule(args, args.n_models - 1)
     device = setup_torch(args)
     data = parent_setup(ckpt, args, device)
     members = [dict(m, parent_member=m["member"], swa_n=args.n_models) for m in ckpt["members"]]

@@ -35,7 +35,7 @@ from data import check_dataset
 from models import DEFAULT_WIDTH, SCALE_INVARIANT, build, check_model
 from models.mlp import init_member
 from utils.args import (Parser, UserError, check_lrs, check_positive, check_seeds, common_parser,
-                        image_parser, main_guard, setup_torch)
+                        image_parser, main_guard, resolve_epoch_schedule, setup_torch)
 from utils.image_stage import load_data, run_image_stage
 from utils.population import run_stage
 from utils.rundir import RunDir
@@ -120,17 +120,13 @@ def resolve_images(args):
     args.epochs = args.epochs or (2 if smoke else 200)
     args.batch_size = args.batch_size or (64 if smoke else 128)
     args.width = args.width or (4 if smoke else DEFAULT_WIDTH[args.model])
-    args.eval_every = args.eval_every or 1
-    args.checkpoint_every = args.checkpoint_every or 1
-    for name in ("epochs", "batch_size", "width", "eval_every", "checkpoint_every"):
+    for name in ("epochs", "batch_size", "width"):
         check_positive(getattr(args, name), f"--{name}")
+    resolve_epoch_schedule(args, args.epochs, args.save_epochs)
     if args.radius is not None and not args.radius > 0:
         raise UserError(f"--radius must be > 0, got {args.radius}")
     if args.radius is not None and not SCALE_INVARIANT[args.model]:
         raise UserError(f"--radius: {args.model} is not scale-invariant and has no sphere")
-    bad = [e for e in args.save_epochs if not 1 <= e <= args.epochs]
-    if bad:
-        raise UserError(f"--save_epochs {bad[0]} is outside 1..{args.epochs}")
     return args
 
 

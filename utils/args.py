@@ -75,6 +75,18 @@ def check_positive(value, name):
         raise UserError(f"{name} must be a positive integer, got {value!r}")
 
 
+def resolve_epoch_schedule(args, epochs, save_epochs=()):
+    """Image runs: evaluate and checkpoint every epoch unless told otherwise; all must be positive,
+    and epochs whose weights are kept (--save_epochs) must lie in 1..epochs."""
+    args.eval_every = args.eval_every or 1
+    args.checkpoint_every = args.checkpoint_every or 1
+    for name in ("eval_every", "checkpoint_every"):
+        check_positive(getattr(args, name), f"--{name}")
+    bad = [e for e in save_epochs if not 1 <= e <= epochs]
+    if bad:
+        raise UserError(f"--save_epochs {bad[0]} is outside 1..{epochs}")
+
+
 def check_seeds(seeds, name):
     if not seeds:
         raise UserError(f"{name} needs at least one seed")
