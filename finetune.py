@@ -19,7 +19,7 @@ import torch
 from utils.args import (Parser, UserError, check_lrs, check_positive, common_parser, image_parser,
                         main_guard, resolve_epoch_schedule, setup_torch)
 from utils import checkpoint
-from utils.image_stage import parent_setup, run_image_stage
+from utils.image_stage import parent_setup, run_image_stage, speed_switches
 from utils.population import run_stage
 from utils.rundir import RunDir, load_parent
 
@@ -51,6 +51,7 @@ def main_images(args, parent, ckpt):
         if ckpt is None:
             raise UserError(f"--from_epoch {args.from_epoch}: {path} does not exist (train.py --save_epochs)")
     device = setup_torch(args)
+    speed = speed_switches(args, device)
     data = parent_setup(ckpt, args, device)
     members = [{"member": i, "plr": pm["plr"], "flr": flr, "seed": pm["seed"], "data_seed": None,
                 "parent_member": pm["member"], "lr": flr, "radius": pm["radius"]}
@@ -71,8 +72,7 @@ def main_images(args, parent, ckpt):
                               salt=1, epoch0=0, epochs=args.epochs, data=data, meta=meta,
                               batch_size=ckpt["batch_size"], device=device, eval_every=args.eval_every,
                               checkpoint_every=args.checkpoint_every, save_epochs=set(args.save_epochs),
-                              bf16=args.bf16, channels_last=args.channels_last, compile_=args.compile,
-                              with_sharpness=args.sharpness)
+                              with_sharpness=args.sharpness, **speed)
     rd.write_results(results)
     print(f"done: {args.out}")
 

@@ -22,7 +22,7 @@ statistics with one pass over the shuffled, non-augmented training set, evaluate
 from utils import checkpoint
 from utils.args import (Parser, UserError, check_positive, common_parser, image_parser, main_guard,
                         resolve_epoch_schedule, setup_torch)
-from utils.image_stage import parent_setup, run_image_stage
+from utils.image_stage import parent_setup, run_image_stage, speed_switches
 from models.mlp import MLPPopulation
 from utils.population import eval_rows, final_metrics, group_data
 from utils.rundir import RunDir, load_parent
@@ -41,6 +41,7 @@ def build_parser():
 def main_images(args, parent, ckpt):
     resolve_epoch_schedule(args, args.n_models - 1)
     device = setup_torch(args)
+    speed = speed_switches(args, device)
     data = parent_setup(ckpt, args, device)
     members = [dict(m, parent_member=m["member"], swa_n=args.n_models) for m in ckpt["members"]]
     rd = RunDir(args.out)
@@ -57,7 +58,7 @@ def main_images(args, parent, ckpt):
                               batch_size=ckpt["batch_size"], device=device, eval_every=args.eval_every,
                               checkpoint_every=args.checkpoint_every, swa=True,
                               save_epochs=set(range(1, args.n_models)) if args.keep_window else set(),
-                              bf16=args.bf16, channels_last=args.channels_last, compile_=args.compile)
+                              **speed)
     rd.write_results(dict(results, swa_epochs=window))
     print(f"done: {args.out}")
 

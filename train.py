@@ -36,7 +36,7 @@ from models import DEFAULT_WIDTH, SCALE_INVARIANT, build, check_model
 from models.mlp import init_member
 from utils.args import (Parser, UserError, check_lrs, check_positive, check_seeds, common_parser,
                         image_parser, main_guard, resolve_epoch_schedule, setup_torch)
-from utils.image_stage import load_data, run_image_stage
+from utils.image_stage import load_data, run_image_stage, speed_switches
 from utils.population import run_stage
 from utils.rundir import RunDir
 from utils.sphere import project_, si_norm
@@ -73,7 +73,8 @@ def build_parser():
 
 
 SYNTHETIC_ONLY = ("data_seed", "iters", "keep_snapshots", "snapshot_every")
-IMAGE_ONLY = ("epochs", "train_size", "test_size", "data_dir", "download", "bf16", "channels_last", "compile")
+IMAGE_ONLY = ("epochs", "train_size", "test_size", "data_dir", "download", "bf16", "channels_last", "compile",
+              "cuda_graph")
 
 
 def refuse(args, names, setup):
@@ -131,6 +132,7 @@ def resolve_images(args):
 
 
 def main_images(args, device):
+    speed = speed_switches(args, device)
     data = load_data(args.dataset, args.data_dir, args.download, args.train_size, args.test_size, device,
                      smoke=args.smoke)
     si = SCALE_INVARIANT[args.model]
@@ -165,7 +167,7 @@ def main_images(args, device):
                               salt=0, epoch0=0, epochs=args.epochs, data=data, meta=meta,
                               batch_size=args.batch_size, device=device, eval_every=args.eval_every,
                               checkpoint_every=args.checkpoint_every, save_epochs=set(args.save_epochs),
-                              bf16=args.bf16, channels_last=args.channels_last, compile_=args.compile)
+                              **speed)
     rd.write_results(results)
     print(f"done: {args.out}")
 

@@ -3,13 +3,15 @@
   python bench/images.py                              # about 3 minutes on a 2-core CPU
   python bench/images.py --models convnet_si --threads 1 --channels_last
   python bench/images.py --device cuda --channels_last --bf16     # GPU: 50,000 images, steps x10
+  bash bench/cuda_check.sh DATA_DIR                                # all GPU timings and checks
 
 Each image model at its default width (convnet_si 32, resnet18_si 32, resnet18 64), batch 128, on
 --images random uint8 3x32x32 images with 10 classes (no dataset files needed), trained by
   ours          utils.image_stage.train_epoch as train.py calls it: images on the device, normalised once
                 (SI: plain SGD + utils.sphere.project_ every step) or cropped, flipped and normalised per
                 batch there (resnet18: SGD momentum 0.9, weight decay 5e-4); loss and accuracy summed on
-                the device; train.py's --channels_last, --bf16, --compile apply to ours only (default off);
+                the device; train.py's --channels_last, --bf16, --compile apply to ours only (default off),
+                and its --cuda_graph (default auto: each step replayed from a CUDA graph on CUDA);
   conventional  a torchvision-style Dataset of HWC uint8 numpy images -> PIL -> transforms (ToTensor,
                 Normalize; resnet18 also RandomCrop(32, padding=4), RandomHorizontalFlip), a shuffling
                 DataLoader (--workers; pinned on CUDA), .to(device) per batch, torch.optim.SGD, running
@@ -32,10 +34,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data.images import CIFAR_MEAN, CIFAR_STD, normalize  # noqa: E402
+from data.images import CIFAR_MEAN, CIFAR_STD, augment_draws, normalize  # noqa: E402
 from models import DEFAULT_WIDTH, IMAGE_MODELS, SCALE_INVARIANT, build  # noqa: E402
 from utils.args import Parser, UserError, main_guard, setup_torch  # noqa: E402
-from utils.image_stage import PRACTICAL, epoch_generator, make_optimizer, speed_setup, train_epoch  # noqa: E402
+from utils.image_stage import (PRACTICAL, TrainStep, epoch_generator, make_optimizer, speed_setup,  # noqa: E402
+                               speed_switches, train_epoch)
 from utils.sphere import si_norm  # noqa: E402
 
 BATCH, EPOCH = 128, 50_000  # images per step; CIFAR-10's training set
@@ -53,19 +56,21 @@ class Ours:
     """train_epoch over `steps` batches at a time: slices of fresh permutations of the images."""
 
     def __init__(self, name, data, device, args):
-        self.data, self.device, self.bf16, self.epoch = data, device, args.bf16, 0
-        model, self.radius = new_model(name, device)
-        self.net = speed_setup(model, device, args.channels_last, args.compile)
-        self.opt = make_optimizer(model, ELR * self.radius ** 2 if self.radius else LR, self.radius is not None)
-        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x n, correct, n
+        self.device, self.epoch, self.n = device, 0, len(data["y_train"])
+        model, radius = new_model(name, device)
+        opt = make_optimizer(model, ELR * radius ** 2 if radius else LR, radius is not None)
+        switches = speed_switches(args, device)
+        self.step = TrainStep(speed_setup(model, device, args.channels_last, args.compile), model, opt, data,
+                              BATCH, aug=radius is None, radius=radius, device=device, bf16=args.bf16,
+                              graph=switches["cuda_graph"])
+        self.aug, self.sums = radius is None, torch.zeros(3, dtype=torch.float64, device=device)
 
     def run(self, steps):
         self.epoch += 1
-        g, n = epoch_generator(0, 0, self.epoch), len(self.data["y_train"])
-        perm = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-steps * BATCH // n))])
-        train_epoch(self.net, self.opt, self.data, g=g, perm=perm[:steps * BATCH], start=0, sums=self.sums,
-                    batch_size=BATCH, aug=self.radius is None, radius=self.radius, device=self.device,
-                    bf16=self.bf16, stop=None)
+        g, k = epoch_generator(0, 0, self.epoch), -(-steps * BATCH // self.n)
+        perm = torch.cat([torch.randperm(self.n, generator=g) for _ in range(k)])[:steps * BATCH]
+        draws = augment_draws(len(perm), generator=g, device=self.device) if self.aug else None
+        train_epoch(self.step, perm.to(self.device), draws, 0, self.sums, None)
 
 
 class CifarLike(Dataset):
@@ -142,6 +147,10 @@ def main():
     p.add_argument("--channels_last", action="store_true", help="ours: channels_last memory format")
     p.add_argument("--bf16", action="store_true", help="ours: bf16 autocast for forward passes (CUDA)")
     p.add_argument("--compile", action="store_true", help="ours: torch.compile the model (during warm-up)")
+    p.add_argument("--cuda_graph", choices=("auto", "on", "off"), default="auto",
+                   help="ours: replay each step from a CUDA graph (as train.py: auto = on for CUDA unless --compile)")
+    p.add_argument("--loops", nargs="+", choices=("ours", "conventional"), default=["ours", "conventional"],
+                   help="loops to time (the ratio needs both)")
     args = p.parse_args()
     if 0 < args.images < BATCH or args.steps < 0 or args.warmup < -1 or args.rounds < 1:
         raise UserError(f"need --images >= {BATCH}, --steps >= 0, --warmup >= -1 and --rounds >= 1")
@@ -150,6 +159,7 @@ def main():
     n = args.images or (50_000 if cuda else 2048)
     workers = args.workers if args.workers >= 0 else min(8, os.cpu_count()) if cuda else 0
     switches = "".join(f", ours {s}" for s in ("channels_last", "bf16", "compile") if getattr(args, s))
+    switches += ", ours CUDA graphs" if speed_switches(args, device)["cuda_graph"] else ""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, device {device}"
           f"{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}; {n:,} images, "
           f"batch {BATCH}, conventional workers {workers}{switches}")
@@ -159,24 +169,28 @@ def main():
     data = {"x_train": x.to(device), "y_train": y.to(device), "mean": CIFAR_MEAN, "std": CIFAR_STD}
     data["xn_train"] = normalize(data["x_train"], CIFAR_MEAN, CIFAR_STD)  # (N, 3, 32, 32) float32, as load_data
     hwc, labels = x.permute(0, 2, 3, 1).numpy(), y.tolist()  # (N, 32, 32, 3) uint8 as torchvision's CIFAR10
-    loops = {m: {"ours": Ours(m, data, device, args), "conventional": Conventional(m, hwc, labels, device, workers)}
-             for m in args.models}
+    make = {"ours": lambda m: Ours(m, data, device, args),
+            "conventional": lambda m: Conventional(m, hwc, labels, device, workers)}
+    loops = {m: {how: make[how](m) for how in args.loops} for m in args.models}
     steps = {m: args.steps or STEPS[m] * (10 if cuda else 1) for m in args.models}
     warmup = args.warmup if args.warmup >= 0 else 10 if cuda else 2
     for loop in (loop for m in args.models for loop in loops[m].values() if warmup):
         loop.run(warmup)
-    speeds = {m: {"ours": [], "conventional": []} for m in args.models}
+    speeds = {m: {how: [] for how in args.loops} for m in args.models}
     for r in range(args.rounds):  # models in turn, and the two loops in alternating order
         for m in args.models:
-            for how in ("ours", "conventional")[::1 if r % 2 == 0 else -1]:
+            for how in args.loops[::1 if r % 2 == 0 else -1]:
                 speeds[m][how].append(timed(loops[m][how], steps[m], device))
     print(f"{'model':12s} {'width':>5s} {'steps':>5s} {'ours img/s':>22s} {'conventional img/s':>22s} "
           f"{'ratio':>6s} {'ours s/epoch':>12s}")
     for m, s in speeds.items():
         med = {how: statistics.median(v) for how, v in s.items()}
-        cell = {how: f"{med[how]:,.0f} [{min(v):,.0f}..{max(v):,.0f}]" for how, v in s.items()}
+        cell = {how: f"{med[how]:,.0f} [{min(s[how]):,.0f}..{max(s[how]):,.0f}]" if how in s else "-"
+                for how in ("ours", "conventional")}
+        ratio = f"{med['ours'] / med['conventional']:5.2f}x" if len(med) == 2 else "     -"
+        epoch = f"{EPOCH / med['ours']:12.1f}" if "ours" in med else f"{'-':>12s}"
         print(f"{m:12s} {DEFAULT_WIDTH[m]:5d} {steps[m]:5d} {cell['ours']:>22s} {cell['conventional']:>22s} "
-              f"{med['ours'] / med['conventional']:5.2f}x {EPOCH / med['ours']:12.1f}")
+              f"{ratio} {epoch}")
 
 
 if __name__ == "__main__":

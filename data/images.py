@@ -173,9 +173,11 @@ def _read_idx(path):
 
 
 def normalize(x, mean, std, dtype=torch.float32):
-    """uint8 images (N, C, H, W) -> dtype, (x / 255 - mean) / std per channel."""
-    mean = torch.tensor(mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
+    """uint8 images (N, C, H, W) -> dtype, (x / 255 - mean) / std per channel.
+    mean, std: sequences, or (1, C, 1, 1) tensors of `dtype` on x's device (used as they are:
+    no host-to-device copy, so the call can be captured in a CUDA graph)."""
+    mean = torch.as_tensor(mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
     return (x.to(dtype) / 255 - mean) / std
 
 
@@ -194,18 +196,25 @@ def crop_flip(x, dx, dy, flip, pad=4):
     return xp[n.view(N, 1, 1, 1), c.view(1, C, 1, 1), rows.view(N, 1, H, 1), cols.view(N, 1, 1, W)]
 
 
+def augment_draws(n, pad=4, flip=True, generator=None, device=None):
+    """The random crop offsets and flips of n images: a (3, n) int64 tensor (dx, dy, flip as 0/1).
+
+    Drawn on the generator's device (CPU for a CPU generator, so the draws are the same on any
+    device), then moved to `device` (default: the generator's).
+    """
+    dev = generator.device if generator is not None else device
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
+    # drawn even when unused, so that the generator advances the same way either way
+    flips = (torch.rand(n, generator=generator, device=dev) < 0.5) & flip
+    return torch.stack([dx, dy, flips.long()]).to(device or dev)
+
+
 def augment(x, pad=4, flip=True, generator=None):
     """Random crop with zero padding `pad` and (if flip) random horizontal flip, per image.
-
-    x: (N, C, H, W) on any device. Offsets and flips are drawn on the generator's device (CPU when
-    it is a CPU generator, keeping the draws identical across devices) and moved to x's device.
-    """
-    N, dev = len(x), generator.device if generator is not None else x.device
-    dx = torch.randint(0, 2 * pad + 1, (N,), generator=generator, device=dev)
-    dy = torch.randint(0, 2 * pad + 1, (N,), generator=generator, device=dev)
-    # drawn even when unused, so that the generator advances the same way either way
-    flips = (torch.rand(N, generator=generator, device=dev) < 0.5) & flip
-    return crop_flip(x, dx.to(x.device), dy.to(x.device), flips.to(x.device), pad)
+    x: (N, C, H, W) on any device; the draws: `augment_draws`."""
+    dx, dy, flips = augment_draws(len(x), pad, flip, generator, x.device)
+    return crop_flip(x, dx, dy, flips.bool(), pad)
 
 
 def batches(n, batch_size, generator, device, drop_last=False):

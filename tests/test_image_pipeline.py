@@ -13,7 +13,9 @@ from conftest import ROOT, run
 from test_images_data import write_cifar
 from models import build
 from utils import checkpoint
-from utils.image_stage import bn_batches, epoch_generator, load_data, speed_setup, train_epoch
+from data.images import augment_draws
+from utils.image_stage import (TrainStep, bn_batches, epoch_generator, load_data, make_optimizer, speed_setup,
+                               train_epoch)
 from utils.rundir import RunDir
 from utils.sphere import project_, recompute_bn_stats, si_norm, si_parameters
 
@@ -31,6 +33,11 @@ def cifar(tmp_path_factory):
 def tiny(model, data_dir, out, *extra):
     return run("train.py", "--dataset", "cifar10", "--data_dir", data_dir, "--model", model, "--width", "4",
                "--batch_size", "32", "--threads", "1", "--out", out, *extra)
+
+
+# Bitwise comparisons between processes run on the CPU: on CUDA, cuDNN's deterministic algorithms
+# are asked for (utils/args.py) but equality across processes has not been established there.
+CPU = ("--device", "cpu")
 
 
 def states(path):
@@ -72,11 +79,10 @@ def test_radius_holds_after_every_step(cifar):
     opt = torch.optim.SGD(si_parameters(model), lr=0.5 * radius ** 2)
     norms = []
     model.register_forward_pre_hook(lambda mod, inp: norms.append(si_norm(mod)))
-    g = epoch_generator(0, 1, 1)
-    perm = torch.randperm(len(data["y_train"]), generator=g)
+    perm = torch.randperm(len(data["y_train"]), generator=epoch_generator(0, 1, 1))
     sums = torch.zeros(3, dtype=torch.float64)
-    done = train_epoch(model, opt, data, g=g, perm=perm, start=0, sums=sums, batch_size=16, aug=False,
-                       radius=radius, device=torch.device("cpu"), bf16=False, stop=None)
+    step = TrainStep(model, model, opt, data, 16, aug=False, radius=radius, device=torch.device("cpu"), bf16=False)
+    done = train_epoch(step, perm, None, 0, sums, None)
     norms.append(si_norm(model))
     assert done == 8 and len(norms) == 9 and sums[2].item() == 120
     assert max(abs(n - radius) for n in norms) < 1e-5
@@ -88,10 +94,10 @@ def test_radius_holds_after_every_step(cifar):
 
 def test_swa_is_the_mean_of_the_window_with_recomputed_bn(cifar, tmp_path):
     # SWA-3 from a 1-epoch run averages epochs 1, 2, 3: the checkpoints a 3-epoch run keeps
-    common = ("--lr", "2e-2", "--seed", "3")
+    common = ("--lr", "2e-2", "--seed", "3", *CPU)
     tiny("convnet_si", cifar, tmp_path / "long", *common, "--epochs", "3", "--save_epochs", "1", "2", "3")
     tiny("convnet_si", cifar, tmp_path / "short", *common, "--epochs", "1")
-    run("swa.py", "--from", tmp_path / "short", "--n_models", "3", "--keep_window", "--threads", "1",
+    run("swa.py", "--from", tmp_path / "short", "--n_models", "3", "--keep_window", "--threads", "1", *CPU,
         "--out", tmp_path / "swa")
     long = [states(RunDir(str(tmp_path / "long")).epoch_ckpt(e))[0] for e in (1, 2, 3)]
     window = [states(RunDir(str(tmp_path / "swa")).epoch_ckpt(e))[0] for e in (1, 2)]
@@ -121,10 +127,39 @@ def test_swa_is_the_mean_of_the_window_with_recomputed_bn(cifar, tmp_path):
     assert len(rows) == 2 and RunDir(str(tmp_path / "swa")).results()["swa_epochs"] == [1, 2, 3]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model, bf16", [("convnet_si", False), ("resnet18_si", True), ("resnet18", False)])
+def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16):
+    # 120 images in batches of 32: three replays of the captured step and an eager batch of 24 per epoch
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False  # as train.py on CUDA
+    cuda, si = torch.device("cuda"), model != "resnet18"
+    data = load_data("cifar10", cifar, False, None, None, cuda)
+    out = []
+    for graph in (False, True):
+        net = build(model, 0, width=4, num_classes=10, in_channels=3).to(cuda)
+        radius = si_norm(net) if si else None
+        opt = make_optimizer(net, 0.05 * radius ** 2 if si else 0.05, si)
+        step = TrainStep(net, net, opt, data, 32, aug=not si, radius=radius, device=cuda, bf16=bf16, graph=graph)
+        sums = torch.zeros(3, dtype=torch.float64, device=cuda)
+        for epoch in (1, 2):
+            g = epoch_generator(0, 0, epoch)
+            perm = torch.randperm(120, generator=g).to(cuda)
+            assert train_epoch(step, perm, None if si else augment_draws(120, generator=g, device=cuda),
+                               0, sums, None) == 4
+        assert (step.graph is not None) == graph
+        buffers = [opt.state[p].get("momentum_buffer") for p in net.parameters()]
+        out.append((net.state_dict(), buffers, sums))
+    (a, bufs_a, sums_a), (b, bufs_b, sums_b) = out
+    for k in a:
+        assert torch.equal(a[k], b[k]), (k, (a[k].double() - b[k].double()).abs().max().item())
+    assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(bufs_a, bufs_b))
+    assert torch.equal(sums_a, sums_b) and sums_a[2].item() == 240
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig):
     args = ["--dataset", "cifar10", "--data_dir", str(cifar), "--model", "convnet_si", "--width", "4",
-            "--batch_size", "8", "--lr", "1e-2", "3e-1", "--epochs", "4", "--threads", "1"]
+            "--batch_size", "8", "--lr", "1e-2", "3e-1", "--epochs", "4", "--threads", "1", *CPU]
     run("train.py", *args, "--out", tmp_path / "ref")
     proc = subprocess.Popen([sys.executable, "train.py", *args, "--out", str(tmp_path / "cut")], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -135,7 +170,7 @@ def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig):
     time.sleep(0.5 * torch.rand(1).item())  # somewhere in a later epoch
     proc.send_signal(sig)
     out, _ = proc.communicate()
-    if proc.returncode == 0:
+    if proc.returncode == 0 or RunDir(str(tmp_path / "cut")).is_complete():
         pytest.skip("the run finished before the signal arrived")
     if sig == signal.SIGTERM:  # a checkpoint of the very batch it stopped at
         assert proc.returncode == 143 and "SIGTERM: checkpoint written at epoch" in out, out

@@ -46,17 +46,21 @@ def image_parser():
                    help="folder holding cifar-10-batches-py/, cifar-100-python/ or FashionMNIST/raw/ "
                         "(train.py default: datasets; finetune.py, swa.py: the parent run's)")
     g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast for forward passes (CUDA)")
+    g.add_argument("--bf16", action="store_true", help="bf16 autocast for forward passes (CUDA; off by default: "
+                   "measured faster but less accurate for SI models, README)")
     g.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
-                   help="channels_last memory format; auto: on for CPUs (1.2-1.3x faster, bench/images.py) "
-                        "except the ResNets (a torch 2.14 CPU crash), off on CUDA until measured there")
+                   help="channels_last memory format; auto: on (CUDA 2.1x, CPUs 1.2-1.3x faster; bench/) except "
+                        "for the ResNets on CPUs (a torch 2.14 crash)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    g.add_argument("--cuda_graph", choices=("auto", "on", "off"), default="auto",
+                   help="replay each training step from a CUDA graph (the same results, fewer launches); "
+                        "auto: on for CUDA unless --compile")
     return p
 
 
 # Flags that say how a run is executed, not what it computes: they may differ on resume.
 EXECUTION_FLAGS = {"out", "device", "threads", "checkpoint_every", "data_dir", "download", "channels_last",
-                   "compile"}
+                   "compile", "cuda_graph"}
 
 
 def check_lrs(lrs, name="--lr"):
@@ -106,6 +110,8 @@ def setup_torch(args):
         raise UserError(f"--device {args.device!r} is not a device; use auto, cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda":  # deterministic convolutions: a resumed run ends as an uninterrupted one
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     return device
 
 
