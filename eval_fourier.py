@@ -29,11 +29,9 @@ import time
 import torch
 
 from data.tick import N_FEATURES, single_feature_sets
-from models import build
 from utils.args import Parser, UserError, main_guard, setup_torch
 from utils.fourier import band_test_sets, parse_bands
-from utils.image_stage import evaluate as evaluate_images
-from utils.image_stage import load_data, speed_setup
+from utils.image_stage import eval_model, evaluate as evaluate_images, run_data
 from utils.population import evaluate, group_data
 from utils.rundir import RunDir, read_jsonl, write_jsonl_atomic
 
@@ -67,11 +65,7 @@ def feature_accuracies(state, streams, device):
 
 def band_accuracies(ckpt, data, bands, device):
     """Regular test accuracy (list over members) and {group: [acc per member]} of an image run."""
-    models = []
-    for state in ckpt["states"]:
-        model = build(ckpt["model"], 0, **ckpt["model_args"])
-        model.load_state_dict(state)
-        models.append(speed_setup(model, device, "auto", False))
+    models = [eval_model(ckpt, device, state) for state in ckpt["states"]]
     test = [evaluate_images(m, data["xn_test"], data["y_test"], device)[1] for m in models]
     accs = {}
     for key, x in band_test_sets(data["x_test"], bands, data["mean"], data["std"]):  # one group at a time
@@ -87,8 +81,7 @@ def main_images(args, rd, ckpt, out):
         print(f"{out} has band groups {args.bands}; nothing to do (--force recomputes)")
         return
     device = setup_torch(args)
-    d = ckpt["data"]
-    data = load_data(ckpt["dataset"], args.data_dir or d["data_dir"], False, d["train_size"], d["test_size"], device)
+    data = run_data(ckpt, args.data_dir, device)
     t0 = time.perf_counter()
     test, accs = band_accuracies(ckpt, data, todo, device)
     rows = [{"member": m["member"], "test_acc": test[i],

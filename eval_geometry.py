@@ -26,10 +26,10 @@ import time
 
 import torch
 
-from models import SCALE_INVARIANT, build
+from models import SCALE_INVARIANT
 from utils.args import Parser, UserError, common_parser, main_guard, setup_torch
 from utils.geometry import angle, at_loss, barrier, interpolate
-from utils.image_stage import bn_batches, evaluate as evaluate_images, load_data, speed_setup
+from utils.image_stage import bn_batches, eval_model, evaluate as evaluate_images, run_data
 from utils.population import evaluate, group_data
 from utils.rundir import RunDir
 from utils.sphere import project_rows_, recompute_bn_stats
@@ -111,7 +111,7 @@ def image_path(ckpt_a, i, ckpt_b, j, alphas, data, device):
     """One pair of image solutions: (angle, train_err, test_err) along the re-projected linear path."""
     name = ckpt_a["model"]
     si = SCALE_INVARIANT[name]
-    model = speed_setup(build(name, 0, **ckpt_a["model_args"]), device, "auto", False)
+    model = eval_model(ckpt_a, device)
     sa, sb = ckpt_a["states"][i], ckpt_b["states"][j]
     # the path's coordinates: the SI weights (convs) for SI models, every float parameter otherwise
     names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -180,9 +180,7 @@ def main():
           f"{args.low:g} / high {args.high:g}, {args.points} points per path, on {device}")
     t0 = time.perf_counter()
     if image:
-        d = first["data"]
-        data = load_data(first["dataset"], args.data_dir or d["data_dir"], False, d["train_size"],
-                         d["test_size"], device)
+        data = run_data(first, args.data_dir, device)
         paths = []
         for n, (p, k, (ca, i), (cb, j)) in enumerate(pairs):
             paths.append(image_path(ca, i, cb, j, alphas, data, device))

@@ -139,7 +139,8 @@ def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16):
         net = build(model, 0, width=4, num_classes=10, in_channels=3).to(cuda)
         radius = si_norm(net) if si else None
         opt = make_optimizer(net, 0.05 * radius ** 2 if si else 0.05, si)
-        step = TrainStep(net, net, opt, data, 32, aug=not si, radius=radius, device=cuda, bf16=bf16, graph=graph)
+        step = TrainStep(speed_setup(net, cuda, "auto", False), net, opt, data, 32, aug=not si, radius=radius,
+                         device=cuda, bf16=bf16, graph=graph)  # train.py's memory format on CUDA
         sums = torch.zeros(3, dtype=torch.float64, device=cuda)
         for epoch in (1, 2):
             g = epoch_generator(0, 0, epoch)

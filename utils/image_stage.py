@@ -112,12 +112,26 @@ def load_state(model, state, what):
         raise UserError(f"{what} does not fit {type(model).__name__} ({first})")
 
 
+def run_data(ckpt, data_dir, device, download=False):
+    """The data an image run used, from its checkpoint: its dataset and subset sizes, read from
+    data_dir (None: the folder the run read)."""
+    d = ckpt["data"]
+    return load_data(ckpt["dataset"], data_dir or d["data_dir"], download, d["train_size"], d["test_size"], device)
+
+
+def eval_model(ckpt, device, state=None):
+    """A model of an image run's architecture for evaluation (the memory format training used on
+    `device`), holding `state` when given."""
+    model = speed_setup(build(ckpt["model"], 0, **ckpt["model_args"]), device, "auto", False)
+    if state is not None:
+        load_state(model, state, "the checkpoint's weights")
+    return model
+
+
 def parent_setup(ckpt, args, device):
     """For finetune.py and swa.py: the data of an image parent run (its dataset and subset; --data_dir
     may point elsewhere), checked against the parent's model."""
-    d = ckpt["data"]
-    data = load_data(ckpt["dataset"], args.data_dir or d["data_dir"], args.download, d["train_size"],
-                     d["test_size"], device)  # the sizes the parent used
+    data = run_data(ckpt, args.data_dir, device, args.download)
     if data["num_classes"] != ckpt["model_args"]["num_classes"]:
         raise UserError(f"{ckpt['dataset']} has {data['num_classes']} classes but the checkpoint's model "
                         f"{ckpt['model_args']['num_classes']}")
