@@ -7,10 +7,10 @@
 # DATA_DIR holds FashionMNIST/raw/ (torchvision's layout; default: datasets); LOG (default
 # runs/cuda_check.log) gets everything printed. Steps, timings first and alone on the GPU:
 #   1. the machine: GPU, torch, CUDA, cuDNN;
-#   2. bench/images.py: ours (train.py's defaults: CUDA graphs) against the conventional
-#      DataLoader loop for the three models, in float32 and with channels_last + bf16 autocast;
-#   3. whole SI ResNet-18 (width 32) epochs (390 batches of 128) of our loop: as train.py runs
-#      them, with channels_last, and without CUDA graphs;
+#   2. bench/images.py: ours (with CUDA graphs, as train.py) against the conventional DataLoader
+#      loop for the three models, in float32 and with channels_last + bf16 autocast;
+#   3. whole SI ResNet-18 (width 32) epochs (390 batches of 128) of our loop: with CUDA graphs,
+#      with graphs and channels_last (train.py's defaults on CUDA), and eager;
 #   4. side by side (accuracy only, so the GPU may be shared): train.py on real Fashion-MNIST
 #      (60,000 / 10,000 images), and the image tests with CUDA as every script's default device
 #      (pytest -n 8 where pytest-xdist is installed).
@@ -38,7 +38,7 @@ step "2. bench/images.py, channels_last + bf16"
 timeout 120 $PY bench/images.py --device cuda --channels_last --bf16
 
 for switches in "" "--channels_last" "--cuda_graph off"; do
-    step "3. SI ResNet-18 width 32, whole epochs of our loop: ${switches:-float32, CUDA graphs}"
+    step "3. SI ResNet-18 width 32, whole epochs of our loop: float32 ${switches:-(CUDA graphs)}"
     timeout 60 $PY bench/images.py --device cuda --models resnet18_si --loops ours --steps 390 --rounds 3 \
         --warmup 20 $switches | tail -2
 done
