@@ -19,7 +19,8 @@ import torch
 from utils.args import (Parser, UserError, check_lrs, check_positive, common_parser, image_parser,
                         main_guard, resolve_epoch_schedule, setup_torch)
 from utils import checkpoint
-from utils.image_stage import parent_setup, run_image_stage, speed_switches
+from utils.image_step import speed_switches
+from utils.image_stage import parent_setup, run_image_stage
 from utils.population import run_stage
 from utils.rundir import RunDir, load_parent
 

@@ -22,7 +22,8 @@ statistics with one pass over the shuffled, non-augmented training set, evaluate
 from utils import checkpoint
 from utils.args import (Parser, UserError, check_positive, common_parser, image_parser, main_guard,
                         resolve_epoch_schedule, setup_torch)
-from utils.image_stage import parent_setup, run_image_stage, speed_switches
+from utils.image_step import speed_switches
+from utils.image_stage import parent_setup, run_image_stage
 from models.mlp import MLPPopulation
 from utils.population import eval_rows, final_metrics, group_data
 from utils.rundir import RunDir, load_parent

@@ -36,7 +36,8 @@ from models import DEFAULT_WIDTH, SCALE_INVARIANT, build, check_model
 from models.mlp import init_member
 from utils.args import (Parser, UserError, check_lrs, check_positive, check_seeds, common_parser,
                         image_parser, main_guard, resolve_epoch_schedule, setup_torch)
-from utils.image_stage import load_data, run_image_stage, speed_switches
+from utils.image_step import speed_switches
+from utils.image_stage import load_data, run_image_stage
 from utils.population import run_stage
 from utils.rundir import RunDir
 from utils.sphere import project_, si_norm

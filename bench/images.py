@@ -7,7 +7,7 @@
 
 Each image model at its default width (convnet_si 32, resnet18_si 32, resnet18 64), batch 128, on
 --images random uint8 3x32x32 images with 10 classes (no dataset files needed), trained by
-  ours          utils.image_stage.train_epoch as train.py calls it: images on the device, normalised once
+  ours          utils.image_step.train_epoch as train.py calls it: images on the device, normalised once
                 (SI: plain SGD + utils.sphere.project_ every step) or cropped, flipped and normalised per
                 batch there (resnet18: SGD momentum 0.9, weight decay 5e-4); loss and accuracy summed on
                 the device; train.py's --channels_last, --bf16, --compile apply to ours only (default off),
@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.images import CIFAR_MEAN, CIFAR_STD, augment_draws, normalize  # noqa: E402
 from models import DEFAULT_WIDTH, IMAGE_MODELS, SCALE_INVARIANT, build  # noqa: E402
 from utils.args import Parser, UserError, main_guard, setup_torch  # noqa: E402
-from utils.image_stage import (PRACTICAL, TrainStep, epoch_generator, make_optimizer, speed_setup,  # noqa: E402
-                               speed_switches, train_epoch)
+from utils.image_stage import PRACTICAL, make_optimizer  # noqa: E402
+from utils.image_step import TrainStep, epoch_generator, speed_switches, train_epoch  # noqa: E402
 from utils.sphere import si_norm  # noqa: E402
 
 BATCH, EPOCH = 128, 50_000  # images per step; CIFAR-10's training set
@@ -55,14 +55,12 @@ def new_model(name, device):
 class Ours:
     """train_epoch over `steps` batches at a time: slices of fresh permutations of the images."""
 
-    def __init__(self, name, data, device, args):
+    def __init__(self, name, data, device, speed):
         self.device, self.epoch, self.n = device, 0, len(data["y_train"])
         model, radius = new_model(name, device)
         opt = make_optimizer(model, ELR * radius ** 2 if radius else LR, radius is not None)
-        switches = speed_switches(args, device)
-        self.step = TrainStep(speed_setup(model, device, args.channels_last, args.compile), model, opt, data,
-                              BATCH, aug=radius is None, radius=radius, device=device, bf16=args.bf16,
-                              graph=switches["cuda_graph"])
+        self.step = TrainStep(model, opt, data, BATCH, aug=radius is None, radius=radius, device=device,
+                              **speed)
         self.aug, self.sums = radius is None, torch.zeros(3, dtype=torch.float64, device=device)
 
     def run(self, steps):
@@ -158,8 +156,9 @@ def main():
     cuda = device.type == "cuda"
     n = args.images or (50_000 if cuda else 2048)
     workers = args.workers if args.workers >= 0 else min(8, os.cpu_count()) if cuda else 0
+    speed = speed_switches(args, device)
     switches = "".join(f", ours {s}" for s in ("channels_last", "bf16", "compile") if getattr(args, s))
-    switches += ", ours CUDA graphs" if speed_switches(args, device)["cuda_graph"] else ""
+    switches += ", ours CUDA graphs" if speed["cuda_graph"] else ""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, device {device}"
           f"{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}; {n:,} images, "
           f"batch {BATCH}, conventional workers {workers}{switches}")
@@ -169,7 +168,7 @@ def main():
     data = {"x_train": x.to(device), "y_train": y.to(device), "mean": CIFAR_MEAN, "std": CIFAR_STD}
     data["xn_train"] = normalize(data["x_train"], CIFAR_MEAN, CIFAR_STD)  # (N, 3, 32, 32) float32, as load_data
     hwc, labels = x.permute(0, 2, 3, 1).numpy(), y.tolist()  # (N, 32, 32, 3) uint8 as torchvision's CIFAR10
-    make = {"ours": lambda m: Ours(m, data, device, args),
+    make = {"ours": lambda m: Ours(m, data, device, speed),
             "conventional": lambda m: Conventional(m, hwc, labels, device, workers)}
     loops = {m: {how: make[how](m) for how in args.loops} for m in args.models}
     steps = {m: args.steps or STEPS[m] * (10 if cuda else 1) for m in args.models}

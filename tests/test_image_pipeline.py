@@ -14,8 +14,8 @@ from test_images_data import write_cifar
 from models import build
 from utils import checkpoint
 from data.images import augment_draws
-from utils.image_stage import (TrainStep, bn_batches, epoch_generator, load_data, make_optimizer, speed_setup,
-                               train_epoch)
+from utils.image_stage import bn_batches, load_data, make_optimizer
+from utils.image_step import TrainStep, epoch_generator, speed_setup, train_epoch
 from utils.rundir import RunDir
 from utils.sphere import project_, recompute_bn_stats, si_norm, si_parameters
 
@@ -81,7 +81,7 @@ def test_radius_holds_after_every_step(cifar):
     model.register_forward_pre_hook(lambda mod, inp: norms.append(si_norm(mod)))
     perm = torch.randperm(len(data["y_train"]), generator=epoch_generator(0, 1, 1))
     sums = torch.zeros(3, dtype=torch.float64)
-    step = TrainStep(model, model, opt, data, 16, aug=False, radius=radius, device=torch.device("cpu"), bf16=False)
+    step = TrainStep(model, opt, data, 16, aug=False, radius=radius, device=torch.device("cpu"))
     done = train_epoch(step, perm, None, 0, sums, None)
     norms.append(si_norm(model))
     assert done == 8 and len(norms) == 9 and sums[2].item() == 120
@@ -139,8 +139,8 @@ def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16):
         net = build(model, 0, width=4, num_classes=10, in_channels=3).to(cuda)
         radius = si_norm(net) if si else None
         opt = make_optimizer(net, 0.05 * radius ** 2 if si else 0.05, si)
-        step = TrainStep(speed_setup(net, cuda, "auto", False), net, opt, data, 32, aug=not si, radius=radius,
-                         device=cuda, bf16=bf16, graph=graph)  # train.py's memory format on CUDA
+        step = TrainStep(net, opt, data, 32, aug=not si, radius=radius, device=cuda, bf16=bf16,
+                         channels_last="auto", cuda_graph=graph)  # train.py's memory format on CUDA
         sums = torch.zeros(3, dtype=torch.float64, device=cuda)
         for epoch in (1, 2):
             g = epoch_generator(0, 0, epoch)

@@ -1,0 +1,183 @@
+"""One image member's training step and epoch, and the speed switches (utils/image_stage.py runs
+the stages with them; bench/images.py times them).
+
+    step = TrainStep(model, opt, data, 128, aug=False, radius=R, device=device, cuda_graph=True)
+    g = epoch_generator(salt, seed, epoch)                    # the member's epoch, on the CPU
+    perm = torch.randperm(n, generator=g).to(device)          # then augment_draws(n, generator=g)
+    train_epoch(step, perm, None, 0, sums, stop)              # one step per batch of perm
+
+A step reads its batch through static buffers, so on CUDA it can be captured once in a CUDA
+graph and replayed (`TrainStep`); the speed switches (`speed_switches`: --bf16, --channels_last,
+--compile, --cuda_graph) all act here.
+"""
+import torch
+import torch.nn.functional as F
+
+from data.images import crop_flip, normalize
+from utils.args import UserError
+from utils.seeding import generator
+from utils.sphere import project_
+
+
+# ---------------------------------------------------------------- the speed switches
+
+def speed_switches(args, device):
+    """The speed switches from the scripts' flags (utils/args.py: image_parser), as TrainStep's and
+    run_image_stage's keyword arguments.
+    --cuda_graph auto is on for CUDA unless --compile (torch.compile makes graphs of its own)."""
+    if args.cuda_graph == "on" and device.type != "cuda":
+        raise UserError(f"--cuda_graph on needs a CUDA device, not {device}")
+    if args.cuda_graph == "on" and args.compile:
+        raise UserError("--cuda_graph on and --compile do not go together; drop one")
+    graph = args.cuda_graph == "on" or (args.cuda_graph == "auto" and device.type == "cuda" and not args.compile)
+    return {"bf16": args.bf16, "channels_last": args.channels_last, "compile_": args.compile, "cuda_graph": graph}
+
+
+def speed_setup(model, device, channels_last, compile_):
+    """The model in the form it is trained in: memory format and torch.compile (bf16 autocast:
+    `autocast`; CUDA graphs: `TrainStep`).
+    channels_last: True/"on", False/"off" or "auto": on for CUDA (an SI ResNet-18 epoch 2.1x faster
+    on an H200 in float32 with CUDA graphs, bench/cuda_check.sh) and for CPUs (1.2-1.3x,
+    bench/images.py), except on CPUs for models with strided 1x1 convolutions (the ResNets'
+    shortcuts), whose channels_last backward crashes (SIGSEGV) there in torch 2.14 for small
+    channel counts. Returns the callable to train with; it shares its parameters with `model`."""
+    model = model.to(device)
+    if channels_last == "auto":
+        strided_1x1 = any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
+                          for m in model.modules())
+        channels_last = device.type == "cuda" or (device.type == "cpu" and not strided_1x1)
+    if channels_last in (True, "on"):
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile_ else model
+
+
+def autocast(device, bf16):
+    """bf16 autocast; no weight cache (each weight is cast once per forward anyway; CUDA graphs
+    cannot capture the cache)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False)
+
+
+# ---------------------------------------------------------------- batches, the step, the epoch
+
+def epoch_generator(salt, seed, epoch):
+    """The generator of one member's epoch: its permutation first, then augmentation draws."""
+    return generator("image_batches", salt, seed, epoch)
+
+
+def batch_starts(n, batch_size):
+    """Start offsets of an epoch's batches; a last batch of 1 image is dropped (train-mode BN needs 2)."""
+    return [s for s in range(0, n, batch_size) if n - s > 1]
+
+
+class TrainStep:
+    """One member's SGD step on a batch given by its indices into the training set, run eagerly or,
+    on CUDA, replayed from a CUDA graph (one launch for the whole step instead of hundreds; small
+    models are bound by those launches).
+
+    The step reads the batch through static buffers (the indices; for the practical setting also
+    the crop offsets and flips), so the same code serves both ways: gather the images (practical:
+    crop, flip, normalise), forward, cross-entropy, backward, SGD, the sphere projection (SI), and
+    loss x n, correct and n added to `self.sums` (float64, on the device). The graph is captured at
+    the first full batch, after three warm-up steps whose effects (weights, BN buffers, momentum,
+    sums) are undone, so a graphed run trains as the eager one does. A shorter last batch runs
+    eagerly. bf16, channels_last, compile_, cuda_graph: the speed switches (`speed_switches`);
+    the model is trained in the form `speed_setup` gives it.
+    """
+
+    WARMUP = 3  # eager steps on a side stream before capture (cuDNN/cuBLAS set-up, allocations)
+
+    def __init__(self, model, opt, data, batch_size, *, aug, radius, device, bf16=False, channels_last=False,
+                 compile_=False, cuda_graph=False):
+        self.net = speed_setup(model, device, channels_last, compile_)  # shares model's parameters
+        self.model, self.opt, self.data = model, opt, data
+        self.batch_size, self.radius, self.device, self.bf16 = batch_size, radius, device, bf16
+        self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.draws = torch.zeros(3, batch_size, dtype=torch.long, device=device) if aug else None
+        self.mean = torch.tensor(data["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(data["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.use_graph, self.graph = cuda_graph, None
+
+    def __call__(self, idx, draws=None):
+        """One step on the images idx (n,) (int64 on the device; draws: their (3, n) augmentation)."""
+        n = len(idx)
+        self.idx[:n].copy_(idx)
+        if self.draws is not None:
+            self.draws[:, :n].copy_(draws)
+        if self.use_graph and n == self.batch_size:
+            if self.graph is None:
+                self._capture()
+            self.graph.replay()
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            self._body(n)
+
+    def _body(self, n):
+        idx = self.idx[:n]
+        if self.draws is not None:  # practical setting: augment the uint8 batch, then normalise (black padding)
+            dx, dy, flip = self.draws[:, :n]
+            xb = normalize(crop_flip(self.data["x_train"][idx], dx, dy, flip.bool()), self.mean, self.std)
+        else:
+            xb = self.data["xn_train"][idx]
+        yb = self.data["y_train"][idx]
+        with autocast(self.device, self.bf16):
+            out = self.net(xb)
+            loss = F.cross_entropy(out.float(), yb)
+        loss.backward()
+        self.opt.step()
+        if self.radius is not None:
+            project_(self.model, self.radius)
+        with torch.no_grad():
+            self.sums[:2] += torch.stack([loss.detach().double() * n, (out.argmax(1) == yb).sum().double()])
+            self.sums[2] += n
+
+    def _capture(self):
+        n = self.batch_size
+        state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        params = [p for group in self.opt.param_groups for p in group["params"]]
+        buffer = lambda p: self.opt.state.get(p, {}).get("momentum_buffer")  # noqa: E731 (opt.state: a defaultdict)
+        momenta = {p: buffer(p).clone() for p in params if buffer(p) is not None}
+        sums = self.sums.clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                self.opt.zero_grad(set_to_none=True)
+                self._body(n)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        with torch.no_grad():  # undo the warm-up: in place, the graph keeps these addresses
+            for k, v in self.model.state_dict().items():
+                v.copy_(state[k])
+            for p in params:  # a buffer the warm-up created starts at 0: 0 x momentum + grad = grad
+                buf = buffer(p)
+                if p in momenta:
+                    buf.copy_(momenta[p])
+                elif buf is not None:
+                    buf.zero_()
+            self.sums.copy_(sums)
+        self.opt.zero_grad(set_to_none=True)  # backward allocates the gradients inside the graph
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._body(n)
+
+
+def train_epoch(step, perm, draws, start, sums, stop):
+    """Train one member from batch `start` of the epoch whose permutation (on the device) is `perm`
+    (draws: the epoch's (3, n) augmentation draws in batch order, or None), one `step` per batch.
+
+    sums: (3,) float64 device tensor, accumulating loss x n, correct, n (no host sync per step).
+    Returns the index of the next batch (== number of batches when the epoch is done; less when
+    `stop` was set, then the caller checkpoints and resumes there).
+    """
+    step.model.train()
+    starts, b = batch_starts(len(perm), step.batch_size), start
+    step.sums.zero_()
+    try:
+        for b in range(start, len(starts)):
+            s = starts[b]
+            step(perm[s:s + step.batch_size], None if draws is None else draws[:, s:s + step.batch_size])
+            if stop is not None and stop.set:
+                return b + 1
+        return len(starts)
+    finally:
+        sums += step.sums
