@@ -4,9 +4,10 @@
   python bench/synthetic.py --steps 50 --rounds 5 --threads 1 --procs 2
 
 Prints model-iterations per second (one SGD step of one model = one model-iteration) of
-  population    MLPPopulation.sgd_step with the real batch gathering (data/loader.py), at the
-                paper preset's population shapes: pre-training (50 seed pairs x 23 PLRs = 1150
-                models) and fine-tuning (50 seed pairs x 23 PLRs x 11 FLRs = 12650 models);
+  population    MLPPopulation.sgd_steps with the real batch gathering (data/loader.py), in blocks
+                of BLOCK_STEPS steps as utils/population.py runs it (`--block_steps 1`: step by
+                step), at the paper preset's population shapes: pre-training (50 seed pairs x 23
+                PLRs = 1150 models) and fine-tuning (50 seed pairs x 23 PLRs x 11 FLRs = 12650);
   conventional  a DataLoader over a TensorDataset (batch 16, shuffled), one SIMLP, torch.optim.SGD
                 (momentum 0, weight decay 0) on its SI weights, then rescaling onto the sphere, one
                 model per optimizer step: the way such experiments are usually written;
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.loader import batch_indices  # noqa: E402
 from data.tick import tick_data  # noqa: E402
-from models.mlp import MLPPopulation, SIMLP, init_member  # noqa: E402
+from models.mlp import BLOCK_STEPS, CPU_CHUNK, MLPPopulation, SIMLP, init_member  # noqa: E402
 
 PAPER_PT, PAPER_FT = 23 * 50 * 40000, 23 * 11 * 50 * 20000  # model-iterations of the paper preset
 SHAPES = {"pre-training": 23, "fine-tuning": 23 * 11}  # members per (data seed, model seed) group
@@ -50,16 +51,17 @@ class Population:
         self.pop = MLPPopulation.from_members(
             [init_member(s) for _, s in self.streams for _ in range(per_group)], groups)
         self.lr = torch.logspace(-4.5, -2.1, self.pop.M)
-        self.rows, self.step = torch.arange(groups).unsqueeze(1), 0
+        self.rows, self.step = torch.arange(groups).view(groups, 1, 1), 0
         self.run(3)  # warm-up (work buffers, caches)
 
-    def run(self, n):
-        """n steps, batch order and gathering included; returns model-iterations per second."""
-        t0 = time.perf_counter()
+    def run(self, n, block=BLOCK_STEPS, chunk=CPU_CHUNK):
+        """n steps in blocks of `block` with chunks of `chunk` members, batch order and gathering
+        included; returns model-iterations per second."""
+        t0, self.pop.chunk = time.perf_counter(), chunk
         idx = batch_indices(self.streams, 0, self.step, n, self.xs.shape[1], 16)  # (P, n, 16)
-        for i in range(n):
-            b = idx[:, i]  # (P, 16) each group's batch
-            self.pop.sgd_step(self.xs[self.rows, b], self.ys[self.rows, b], self.lr, 1.0)
+        for i in range(0, n, block):
+            b = idx[:, i:i + block]  # (P, block, 16) each group's batches
+            self.pop.sgd_steps(self.xs[self.rows, b], self.ys[self.rows, b], self.lr, 1.0)
         self.step += n
         return self.pop.M * n / (time.perf_counter() - t0)
 
@@ -70,8 +72,8 @@ def _worker(conn, data_seeds):
     pops = {name: Population(per_group, data_seeds) for name, per_group in SHAPES.items()}
     conn.send("ready")
     while (msg := conn.recv()) is not None:
-        name, n = msg
-        conn.send(pops[name].run(n))
+        name, n, block, chunk = msg
+        conn.send(pops[name].run(n, block, chunk))
 
 
 class Split:
@@ -91,10 +93,10 @@ class Split:
         self.members = {name: len(DATA_SEEDS) * len(MODEL_SEEDS) * g for name, g in SHAPES.items()}
         assert all(c.recv() == "ready" for c in self.conns)
 
-    def run(self, name, n):
+    def run(self, name, n, block, chunk):
         t0 = time.perf_counter()
         for c in self.conns:
-            c.send((name, n))
+            c.send((name, n, block, chunk))
         for c in self.conns:
             c.recv()
         return self.members[name] * n / (time.perf_counter() - t0)
@@ -140,6 +142,10 @@ def main():
                    help="timed fine-tuning steps per round (pre-training: 11x as many, same work)")
     p.add_argument("--conventional_steps", type=int, default=2000, help="timed conventional steps per round")
     p.add_argument("--rounds", type=int, default=3, help="turns of the three measurements; medians reported")
+    p.add_argument("--block_steps", type=int, nargs="+", default=[BLOCK_STEPS],
+                   help="steps per sgd_steps call; several values are timed in turns (1 = step by step)")
+    p.add_argument("--chunk", type=int, nargs="+", default=[CPU_CHUNK],
+                   help="members per chunk of the step; several values are timed in turns")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--procs", type=int, default=os.cpu_count(),
                    help="processes of the split measurement (default: CPU count; 1 = skip it)")
@@ -150,23 +156,25 @@ def main():
     split = Split(args.procs) if args.procs > 1 else None
     conv, pops = Conventional(), {name: Population(g) for name, g in SHAPES.items()}
     steps = {"pre-training": 11 * args.steps, "fine-tuning": args.steps}
-    speeds = {name: [] for name in ["conventional", *pops, *(f"split {n}" for n in pops if split)]}
+    hows = [(f"{p}{k} {c}: ", p, k, c) for k in args.block_steps for c in args.chunk
+            for p in ["", *(["split "] if split else [])]]
+    speeds = {key: [] for key in ["conventional", *(how + name for how, *_ in hows for name in SHAPES)]}
     for _ in range(args.rounds):
         speeds["conventional"].append(conv.run(args.conventional_steps))
         for name, pop in pops.items():
-            speeds[name].append(pop.run(steps[name]))
-            if split:
-                speeds[f"split {name}"].append(split.run(name, steps[name]))
+            for how, where, k, c in hows:
+                speeds[how + name].append((split.run(name, steps[name], k, c) if where else
+                                           pop.run(steps[name], k, c)))
     if split:
         split.close()
-    speed = {name: statistics.median(s) for name, s in speeds.items()}
+    speed = {key: statistics.median(s) for key, s in speeds.items()}
     spread = lambda s: f"[{min(s):,.0f} .. {max(s):,.0f}]"
     print(f"conventional loop, 1 model (DataLoader):  {speed['conventional']:10,.0f} model-it/s  "
           f"{spread(speeds['conventional'])}")
     models = {name: len(DATA_SEEDS) * len(MODEL_SEEDS) * g for name, g in SHAPES.items()}
-    for how in ["", *(["split "] if split else [])]:
-        label = f"{args.procs} processes x 1 thread" if how else f"1 process x {torch.get_num_threads()} threads"
-        print(f"population, {label}:")
+    for how, where, k, c in hows:
+        label = f"{args.procs} processes x 1 thread" if where else f"1 process x {torch.get_num_threads()} threads"
+        print(f"population, {label}, blocks of {k} step{'s' if k > 1 else ''}, chunks of {c}:")
         for name in SHAPES:
             s = speeds[how + name]
             print(f"  {name:12s} {models[name]:5d} models: {statistics.median(s):10,.0f} model-it/s  {spread(s)}"

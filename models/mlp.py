@@ -109,6 +109,12 @@ def _ln_relu_backward_(dh, h, z, mean, rstd):
 # 1024 -> -15%; no chunking at all (the full 100+ MB activations) -> -50%.
 CPU_CHUNK = 512
 
+# Steps per `sgd_steps` call in training (utils/population.py): each chunk's weights (4 MB at 512
+# members) come from memory once per block instead of once per step, since a population's weights
+# (100 MB at 12650 members) do not fit in the cache. A SIGTERM is honoured between blocks, which at
+# 50 steps of 12650 members on one core is a few seconds.
+BLOCK_STEPS = 50
+
 
 class MLPPopulation:
     """M = P x G SI MLPs as stacked tensors, trained in lockstep by a hand-written step.
@@ -162,29 +168,41 @@ class MLPPopulation:
 
     @torch.no_grad()
     def sgd_step(self, x, y, lr, radius):
-        """One projected SGD step on BCE-with-logits (mean over the batch), then the projection.
+        """One projected SGD step: `sgd_steps` with K = 1; x: (P, B, D), y: (P, B)."""
+        self.sgd_steps(x.unsqueeze(1), y.unsqueeze(1), lr, radius)
 
-        x: (P, B, D) each group's batch; y: (P, B) float labels; lr: (M,) actual LR per member.
-        Backward is linear in d(loss)/d(logit), so scaling that by lr / B once gives lr-scaled
-        gradients everywhere, and the update is fused into the weight-gradient products.
+    @torch.no_grad()
+    def sgd_steps(self, x, y, lr, radius):
+        """K projected SGD steps on BCE-with-logits (mean over the batch), each one followed by
+        the projection onto the sphere.
+
+        x: (P, K, B, D) each group's batches of K successive steps; y: (P, K, B) float labels;
+        lr: (M,) actual LR per member. Backward is linear in d(loss)/d(logit), so scaling that by
+        lr / B once gives lr-scaled gradients everywhere, and the update is fused into the
+        weight-gradient products.
 
         Members are processed in chunks (see CPU_CHUNK) that reuse preallocated work tensors:
         every op writes into a buffer (out=, in place), because fresh multi-MB tensors cost page
-        faults, and cache-sized chunks keep the ~15 passes over the activations in L3.
+        faults, and cache-sized chunks keep the ~15 passes over the activations in L3. The loop is
+        chunk-major: a chunk takes all K steps before the next one starts, so its weights stay in
+        the cache for K steps instead of coming from memory at every step (see BLOCK_STEPS).
+        Members are independent and every chunk computes exactly what it would step by step, so
+        the result is bit for bit that of K calls with K = 1.
         """
         M, P, G, H, D = self.M, self.P, self.G, self.H, self.D
-        B = x.shape[1]
+        K, B = x.shape[1], x.shape[2]
         grp = torch.arange(M, device=x.device) // G  # (M,) group of each member
-        ym = y.index_select(0, grp)  # (M, B) each member's labels
         w3lr = self.w3.view(M, 1, H) * (lr / B).view(M, 1, 1)  # (M, 1, H) head, scaled by lr / B
-        xf = x.reshape(P, B * D)
+        xf = x.reshape(P, K, B * D)
         c = self.chunk or (M if x.device.type != "cpu" else CPU_CHUNK)
         c = -(-M // -(-M // c))  # as many chunks, balanced sizes (no small last chunk)
         buf = self._work_buffers(c, B, x)
         for s in range(0, M, c):
             e = min(M, s + c)
-            self._step_chunk(s, e, xf, ym, w3lr, grp, radius,
-                             buf if e - s == c else {k: v[:e - s] for k, v in buf.items()})
+            b = buf if e - s == c else {k: v[:e - s] for k, v in buf.items()}
+            g = grp[s:e]
+            for k in range(K):
+                self._step_chunk(s, e, xf[:, k], y[:, k].index_select(0, g), w3lr[s:e], g, radius, b)
 
     def _work_buffers(self, c, B, x):
         """sgd_step's work tensors for chunks of up to c members, made once (per shape)."""
@@ -199,13 +217,15 @@ class MLPPopulation:
         return self._buffers[key]
 
     def _step_chunk(self, s, e, xf, ym, w3lr, grp, radius, b):
-        """sgd_step for members s..e-1 (c of them); b: work tensors sized for c members."""
+        """One step of members s..e-1 (c of them). xf: (P, B*D) the groups' batches; ym (c, B),
+        w3lr (c, 1, H), grp (c,): the members' labels, scaled heads and groups; b: work tensors
+        sized for c members."""
         c, H, D = e - s, self.H, self.D
         B = b["xm"].shape[1]
         xm, z1, h1, z2, h2, dh = b["xm"], b["z1"], b["h1"], b["z2"], b["h2"], b["dh"]  # (c, B, D|H)
         w1, w2, w3 = self.w1[s:e], self.w2[s:e], self.w3[s:e].view(c, 1, H)  # views, updated in place
         # forward
-        torch.index_select(xf, 0, grp[s:e], out=xm.view(c, B * D))  # each member's batch
+        torch.index_select(xf, 0, grp, out=xm.view(c, B * D))  # each member's batch
         torch.bmm(xm, w1.transpose(1, 2), out=z1)
         _ln_relu_into(z1, b["m1"], b["r1"], h1, b["eps"])
         torch.bmm(h1, w2.transpose(1, 2), out=z2)
@@ -213,8 +233,8 @@ class MLPPopulation:
         # (1, H) @ (H, B): the batched GEMM is slow with a single output column, (B, H) @ (H, 1)
         logit = torch.bmm(w3, h2.transpose(1, 2), out=b["logit"]).view(c, B)
         # backward: d(loss)/d(logit) = (sigmoid(logit) - y) / B, times lr, which w3lr holds
-        dlogit = logit.sigmoid_().sub_(ym[s:e]).view(c, B, 1)
-        torch.mul(dlogit, w3lr[s:e], out=dh)  # d/dh2 (c, B, H), lr-scaled from here on
+        dlogit = logit.sigmoid_().sub_(ym).view(c, B, 1)
+        torch.mul(dlogit, w3lr, out=dh)  # d/dh2 (c, B, H), lr-scaled from here on
         dz = _ln_relu_backward_(dh, h2, z2, b["m2"], b["r2"])  # d/dz2
         torch.bmm(dz, w2, out=dh)  # d/dh1, before w2 moves
         w2.baddbmm_(dz.transpose(1, 2), h1, alpha=-1.0)  # w2 -= lr * dz2^T h1

@@ -144,3 +144,21 @@ def test_member_trained_in_population_equals_member_trained_alone(chunk):
         alone.sgd_step(x[p:p + 1], y[p:p + 1], lr[target:target + 1], 1.0)
     for k in ("w1", "w2"):
         torch.testing.assert_close(pop.state()[k][target], alone.state()[k][0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_block_of_steps_equals_steps_one_by_one(chunk):
+    """sgd_steps runs chunk-major (each chunk takes all K steps before the next): bit for bit the
+    same weights as K single steps, which run step-major."""
+    P, G, K = 3, 4, 7
+    mem = members(P, G)
+    lr = torch.logspace(-3, -0.5, P * G)
+    xs, ys = zip(*(batch(P, seed=k) for k in range(K)))
+    x, y = torch.stack(xs, 1), torch.stack(ys, 1)  # (P, K, B, D), (P, K, B)
+    one_by_one, block = population(mem, P, chunk), population(mem, P, chunk)
+    for k in range(K):
+        one_by_one.sgd_step(x[:, k], y[:, k], lr, 1.0)
+    block.sgd_steps(x, y, lr, 1.0)
+    for k in ("w1", "w2"):
+        assert torch.equal(block.state()[k], one_by_one.state()[k])
+    assert not torch.equal(block.state()["w1"], population(mem, P).state()["w1"])  # it did move

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from data.loader import batch_indices
 from data.tick import tick_data
-from models.mlp import MLPPopulation
+from models.mlp import BLOCK_STEPS, MLPPopulation
 from utils import checkpoint
 
 STAGE_SALT = {"pretrain": 0, "finetune": 1}
@@ -117,8 +117,9 @@ def run_stage(rd, *, kind, init, groups, streams, elrs, radius, iters, batch_siz
                                            state={k: v.cpu() for k, v in pop.state().items()}))
 
     stop, salt = StopFlag(), STAGE_SALT[kind]
-    arange = torch.arange(groups, device=device).unsqueeze(1)
+    gidx = torch.arange(groups, device=device).view(groups, 1, 1)
     xs, ys = data["x_train"], data["y_train"]
+    snap_at = sorted(snapshot_steps)
     first, train_seconds, rows = step, 0.0, None
     bar = tqdm(total=iters, initial=step, disable=None, unit="it", dynamic_ncols=True)
     while step < iters:
@@ -126,13 +127,16 @@ def run_stage(rd, *, kind, init, groups, streams, elrs, radius, iters, batch_siz
                       (step // checkpoint_every + 1) * checkpoint_every)
         idx = batch_indices(streams, salt, step, stop_at - step, xs.shape[1], batch_size).to(device)
         t0 = time.perf_counter()
-        for i in range(stop_at - step):
-            b = idx[:, i]  # (P, B) sample indices of each group's batch
-            pop.sgd_step(xs[arange, b], ys[arange, b], lr, radius)
-            if step + i + 1 in snapshot_steps:
-                snaps[step + i + 1] = {k: pop.state()[k].cpu().clone() for k in ("w1", "w2")}
+        done = step  # blocks of at most BLOCK_STEPS steps, each ending before the next snapshot
+        while done < stop_at:
+            n = min(stop_at, done + BLOCK_STEPS, next((t for t in snap_at if t > done), stop_at)) - done
+            b = idx[:, done - step:done - step + n]  # (P, n, B) sample indices of each group's batches
+            pop.sgd_steps(xs[gidx, b], ys[gidx, b], lr, radius)
+            done += n
+            if done in snapshot_steps:
+                snaps[done] = {k: pop.state()[k].cpu().clone() for k in ("w1", "w2")}
             if stop.set:
-                stop_at = step + i + 1
+                stop_at = done
                 break
         if device.type == "cuda":
             torch.cuda.synchronize()
