@@ -30,29 +30,22 @@ def group_data(data_seeds, device):
 
 
 @torch.no_grad()
-def evaluate(state, groups, x, y, max_elems=1 << 24):
+def evaluate(state, groups, x, y):
     """Mean BCE loss and accuracy of every member on its group's data.
 
     state: member-major weights (see MLPPopulation.state); x: (P, N, D); y: (P, N) in {0, 1}.
-    Works through chunks of groups and samples so that the activations stay below `max_elems`
-    floats. Returns loss (M,), acc (M,) as float64 CPU tensors.
+    Goes through MLPPopulation.forward_chunks (cache-sized chunks of members and samples).
+    Returns loss (M,), acc (M,) as float64 CPU tensors.
     """
-    M, H, _ = state["w1"].shape
-    P, N, _ = x.shape
-    G = M // P
-    pc = max(1, min(P, max_elems // (G * N * H)))
-    nc = max(1, min(N, max_elems // (pc * G * H)))
-    loss, correct = torch.zeros(M, dtype=torch.float64), torch.zeros(M, dtype=torch.float64)
-    for p0 in range(0, P, pc):
-        p1 = min(P, p0 + pc)
-        pop = MLPPopulation(*(state[k][p0 * G:p1 * G] for k in ("w1", "w2", "w3")), groups=p1 - p0)
-        for n0 in range(0, N, nc):
-            xs, ys = x[p0:p1, n0:n0 + nc], y[p0:p1, n0:n0 + nc].unsqueeze(1).expand(-1, G, -1)
-            logits = pop.logits(xs)  # (pc, G, nc)
-            bce = F.binary_cross_entropy_with_logits(logits, ys, reduction="none")
-            loss[p0 * G:p1 * G] += bce.sum(2).flatten().double().cpu()
-            correct[p0 * G:p1 * G] += ((logits > 0) == (ys > 0.5)).sum(2).flatten().double().cpu()
-    return loss / N, correct / N
+    pop = MLPPopulation(state["w1"], state["w2"], state["w3"], groups)
+    grp = torch.arange(pop.M, device=x.device) // pop.G
+    loss = torch.zeros(pop.M, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(pop.M, dtype=torch.float64, device=x.device)
+    for s, e, n0, n1, logits in pop.forward_chunks(x):
+        ys = y[:, n0:n1].index_select(0, grp[s:e])  # (e - s, n1 - n0) each member's labels
+        loss[s:e] += F.binary_cross_entropy_with_logits(logits, ys, reduction="none").sum(1, dtype=torch.float64)
+        correct[s:e] += ((logits > 0) == (ys > 0.5)).sum(1)
+    return (loss / x.shape[1]).cpu(), (correct / x.shape[1]).cpu()
 
 
 def eval_rows(pop, data, step, elrs):
