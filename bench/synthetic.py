@@ -1,7 +1,8 @@
 """Speed of the population trainer against a conventional one-model-at-a-time loop (synthetic).
 
-  python bench/synthetic.py                       # about 1 minute on a 2-core CPU
-  python bench/synthetic.py --steps 50 --rounds 5 --threads 1 --procs 2
+  python bench/synthetic.py                       # about 2 minutes on a 2-core CPU
+  python bench/synthetic.py --block_steps 50 1    # blocks against step by step, in turns
+  python bench/synthetic.py --steps 50 --rounds 5 --threads 1 --procs 2 --chunk 256 512
 
 Prints model-iterations per second (one SGD step of one model = one model-iteration) of
   population    MLPPopulation.sgd_steps with the real batch gathering (data/loader.py), in blocks
