@@ -162,3 +162,12 @@ def test_block_of_steps_equals_steps_one_by_one(chunk):
     for k in ("w1", "w2"):
         assert torch.equal(block.state()[k], one_by_one.state()[k])
     assert not torch.equal(block.state()["w1"], population(mem, P).state()["w1"])  # it did move
+
+
+def test_training_blocks_end_at_every_snapshot_step():
+    """utils/population.py trains in blocks of sgd_steps; SWA needs the weights of exact steps."""
+    from utils.population import block_ends
+    assert block_ends(0, 130, {37, 99, 130, 200}, 50) == [37, 87, 99, 130]
+    assert block_ends(0, 120, set(), 50) == [50, 100, 120]
+    assert block_ends(40, 100, {37, 40, 60}, 50) == [60, 100]  # marks at or before the start: done
+    assert block_ends(100, 100, {100}, 50) == []

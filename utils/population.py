@@ -70,6 +70,17 @@ def final_metrics(rows, n_members):
     return final
 
 
+def block_ends(start, stop, marks, block=BLOCK_STEPS):
+    """Last steps of the blocks (MLPPopulation.sgd_steps calls) that take a population from step
+    `start` to `stop`: at most `block` steps each, and a block ends at every step in `marks` (the
+    snapshot steps) on the way, so that the weights of that step can be kept."""
+    ends, done = [], start
+    while done < stop:
+        done = min(stop, done + block, *(m for m in marks if m > done))
+        ends.append(done)
+    return ends
+
+
 class StopFlag:
     """Set by SIGTERM (preemption, Slurm time limit): the loop checkpoints and exits."""
 
@@ -112,7 +123,6 @@ def run_stage(rd, *, kind, init, groups, streams, elrs, radius, iters, batch_siz
     stop, salt = StopFlag(), STAGE_SALT[kind]
     gidx = torch.arange(groups, device=device).view(groups, 1, 1)
     xs, ys = data["x_train"], data["y_train"]
-    snap_at = sorted(snapshot_steps)
     first, train_seconds, rows = step, 0.0, None
     bar = tqdm(total=iters, initial=step, disable=None, unit="it", dynamic_ncols=True)
     while step < iters:
@@ -120,12 +130,11 @@ def run_stage(rd, *, kind, init, groups, streams, elrs, radius, iters, batch_siz
                       (step // checkpoint_every + 1) * checkpoint_every)
         idx = batch_indices(streams, salt, step, stop_at - step, xs.shape[1], batch_size).to(device)
         t0 = time.perf_counter()
-        done = step  # blocks of at most BLOCK_STEPS steps, each ending before the next snapshot
-        while done < stop_at:
-            n = min(stop_at, done + BLOCK_STEPS, next((t for t in snap_at if t > done), stop_at)) - done
-            b = idx[:, done - step:done - step + n]  # (P, n, B) sample indices of each group's batches
+        done = step
+        for end in block_ends(step, stop_at, snapshot_steps):
+            b = idx[:, done - step:end - step]  # (P, end - done, B) sample indices of each group's batches
             pop.sgd_steps(xs[gidx, b], ys[gidx, b], lr, radius)
-            done += n
+            done = end
             if done in snapshot_steps:
                 snaps[done] = {k: pop.state()[k].cpu().clone() for k in ("w1", "w2")}
             if stop.set:
