@@ -167,7 +167,7 @@ class MLPPopulation:
         many samples as make EVAL_ROWS rows, so that the activations stay in the cache; a chunk's
         members see all samples before the next chunk starts, so their weights stay there too.
         """
-        M, (P, N, D) = self.M, x.shape
+        M, (P, N, _) = self.M, x.shape
         c = self._chunk_size(x.device)
         n = min(N, max(1, EVAL_ROWS[x.device.type == "cpu"] // c))
         grp = torch.arange(M, device=x.device) // self.G

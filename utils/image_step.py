@@ -170,7 +170,7 @@ def train_epoch(step, perm, draws, start, sums, stop):
     `stop` was set, then the caller checkpoints and resumes there).
     """
     step.model.train()
-    starts, b = batch_starts(len(perm), step.batch_size), start
+    starts = batch_starts(len(perm), step.batch_size)
     step.sums.zero_()
     try:
         for b in range(start, len(starts)):
