@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The CUDA checks and timings, in one go on a GPU machine (about 4 minutes on one H200):
+# The CUDA checks and timings, in one go on a GPU machine (about 7 minutes on one H100):
 #
 #   bash bench/cuda_check.sh [DATA_DIR] [LOG]
-#   ACC_SWITCHES="--channels_last on --bf16" bash bench/cuda_check.sh DATA_DIR   # step 4 also with these
+#   ACC_SWITCHES="--bf16 on" bash bench/cuda_check.sh DATA_DIR   # step 4 also with these switches
 #
 # DATA_DIR holds FashionMNIST/raw/ (torchvision's layout; default: datasets); LOG (default
 # runs/cuda_check.log) gets everything printed. Steps, timings first and alone on the GPU:
 #   1. the machine: GPU, torch, CUDA, cuDNN;
-#   2. bench/images.py: ours (with CUDA graphs, as train.py) against the conventional DataLoader
-#      loop for the three models, in float32 and with channels_last + bf16 autocast;
-#   3. whole SI ResNet-18 (width 32) epochs (390 batches of 128) of our loop: with CUDA graphs,
-#      with graphs and channels_last (train.py's defaults on CUDA), and eager;
+#   2. bench/images.py: ours (train.py's defaults: CUDA graphs, channels_last, bf16 for the practical
+#      ResNet-18 only) against the conventional DataLoader loop for the three models; then ours with
+#      --compile, and with bf16 for all three;
+#   3. whole SI ResNet-18 (width 32) epochs (390 batches of 128) of our loop: train.py's defaults,
+#      with --compile, in the default memory format, and eager;
 #   4. side by side (accuracy only, so the GPU may be shared): train.py on real Fashion-MNIST
 #      (60,000 / 10,000 images), and the image tests with CUDA as every script's default device
 #      (pytest -n 8 where pytest-xdist is installed).
@@ -32,13 +33,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 $PY -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'cuDNN',
 torch.backends.cudnn.version(), torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).multi_processor_count, 'SMs')"
 
-step "2. bench/images.py, float32"
-timeout 120 $PY bench/images.py --device cuda
-step "2. bench/images.py, channels_last + bf16"
-timeout 120 $PY bench/images.py --device cuda --channels_last --bf16
+for switches in "" "--compile" "--bf16 on"; do
+    step "2. bench/images.py ${switches:-(train.py's defaults)}"
+    timeout 150 $PY bench/images.py --device cuda $switches
+done
 
-for switches in "" "--channels_last" "--cuda_graph off"; do
-    step "3. SI ResNet-18 width 32, whole epochs of our loop: float32 ${switches:-(CUDA graphs)}"
+for switches in "" "--compile" "--channels_last off" "--cuda_graph off"; do
+    step "3. SI ResNet-18 width 32, whole epochs of our loop: ${switches:-train.py's defaults}"
     timeout 60 $PY bench/images.py --device cuda --models resnet18_si --loops ours --steps 390 --rounds 3 \
         --warmup 20 $switches | tail -2
 done
@@ -54,7 +55,7 @@ step "4. Fashion-MNIST accuracy, and the image tests on CUDA"
         timeout 150 $PY train.py --dataset fashion_mnist --data_dir "$DATA" --model "$model" --width "$width" \
             --lr "$lr" --seed "${seeds[@]}" --epochs "$epochs" --device cuda "${sw[@]}" \
             --out "$TMP/$name" > "$TMP/$name.log" 2>&1 || { echo "$name failed:"; tail -5 "$TMP/$name.log"; }
-        $PY - "$TMP/$name" "$name ${sw[*]:-float32}" <<'EOF'
+        $PY - "$TMP/$name" "$name ${sw[*]:-defaults}" <<'EOF'
 import json, sys
 try:
     r = json.load(open(sys.argv[1] + "/results.json"))
@@ -67,8 +68,9 @@ EOF
     for sw in "" ${ACC_SWITCHES:+"$ACC_SWITCHES"}; do
         acc "convnet_si_w32${sw:+_switched}" 10 convnet_si 32 5e-3 0 1 -- $sw
         acc "resnet18_si_w32${sw:+_switched}" 5 resnet18_si 32 5e-3 0 -- $sw
-        acc "resnet18_w64${sw:+_switched}" 5 resnet18 64 0.05 0 -- $sw
+        acc "resnet18_w64${sw:+_switched}" 5 resnet18 64 0.05 0 1 2 -- $sw
     done
+    acc "resnet18_w64_float32" 5 resnet18 64 0.05 0 1 2 -- --bf16 off
 ) &
 acc_pid=$!
 xdist=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")

@@ -1,8 +1,8 @@
 """Training speed of the image loop (utils/image_stage.py) against a conventional DataLoader loop.
 
   python bench/images.py                              # about 3 minutes on a 2-core CPU
-  python bench/images.py --models convnet_si --threads 1 --channels_last
-  python bench/images.py --device cuda --channels_last --bf16     # GPU: 50,000 images, steps x10
+  python bench/images.py --models convnet_si --threads 1 --channels_last off
+  python bench/images.py --device cuda --compile                  # GPU: 50,000 images, steps x10
   bash bench/cuda_check.sh DATA_DIR                                # all GPU timings and checks
 
 Each image model at its default width (convnet_si 32, resnet18_si 32, resnet18 64), batch 128, on
@@ -10,8 +10,8 @@ Each image model at its default width (convnet_si 32, resnet18_si 32, resnet18 6
   ours          utils.image_step.train_epoch as train.py calls it: images on the device, normalised once
                 (SI: plain SGD + utils.sphere.project_ every step) or cropped, flipped and normalised per
                 batch there (resnet18: SGD momentum 0.9, weight decay 5e-4); loss and accuracy summed on
-                the device; train.py's --channels_last, --bf16, --compile apply to ours only (default off),
-                and its --cuda_graph (default auto: each step replayed from a CUDA graph on CUDA);
+                the device; train.py's speed switches apply to ours only, with train.py's defaults
+                (--bf16, --channels_last, --cuda_graph auto; --compile off);
   conventional  a torchvision-style Dataset of HWC uint8 numpy images -> PIL -> transforms (ToTensor,
                 Normalize; resnet18 also RandomCrop(32, padding=4), RandomHorizontalFlip), a shuffling
                 DataLoader (--workers; pinned on CUDA), .to(device) per batch, torch.optim.SGD, running
@@ -36,7 +36,7 @@ from torchvision import transforms
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.images import CIFAR_MEAN, CIFAR_STD, augment_draws, normalize  # noqa: E402
 from models import DEFAULT_WIDTH, IMAGE_MODELS, SCALE_INVARIANT, build  # noqa: E402
-from utils.args import Parser, UserError, main_guard, setup_torch  # noqa: E402
+from utils.args import Parser, UserError, main_guard, setup_torch, speed_flags  # noqa: E402
 from utils.image_stage import PRACTICAL, make_optimizer  # noqa: E402
 from utils.image_step import TrainStep, epoch_generator, speed_switches, train_epoch  # noqa: E402
 from utils.sphere import si_norm  # noqa: E402
@@ -62,6 +62,8 @@ class Ours:
         self.step = TrainStep(model, opt, data, BATCH, aug=radius is None, radius=radius, device=device,
                               **speed)
         self.aug, self.sums = radius is None, torch.zeros(3, dtype=torch.float64, device=device)
+        cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last)  # the first conv
+        self.form = f"{'bf16' if self.step.bf16 else 'fp32'}{' NHWC' if cl else ''}"
 
     def run(self, steps):
         self.epoch += 1
@@ -142,11 +144,7 @@ def main():
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--workers", type=int, default=-1, help="conventional DataLoader workers (-1 = 0 on CPU, "
                    "min(8, CPUs) on CUDA)")
-    p.add_argument("--channels_last", action="store_true", help="ours: channels_last memory format")
-    p.add_argument("--bf16", action="store_true", help="ours: bf16 autocast for forward passes (CUDA)")
-    p.add_argument("--compile", action="store_true", help="ours: torch.compile the model (during warm-up)")
-    p.add_argument("--cuda_graph", choices=("auto", "on", "off"), default="auto",
-                   help="ours: replay each step from a CUDA graph (as train.py: auto = on for CUDA unless --compile)")
+    speed_flags(p.add_argument_group("ours: train.py's speed switches, with its defaults"))
     p.add_argument("--loops", nargs="+", choices=("ours", "conventional"), default=["ours", "conventional"],
                    help="loops to time (the ratio needs both)")
     args = p.parse_args()
@@ -157,8 +155,8 @@ def main():
     n = args.images or (50_000 if cuda else 2048)
     workers = args.workers if args.workers >= 0 else min(8, os.cpu_count()) if cuda else 0
     speed = speed_switches(args, device)
-    switches = "".join(f", ours {s}" for s in ("channels_last", "bf16", "compile") if getattr(args, s))
-    switches += ", ours CUDA graphs" if speed["cuda_graph"] else ""
+    switches = f"; ours: --bf16 {args.bf16} --channels_last {args.channels_last}{' --compile' * args.compile}, " \
+               f"CUDA graphs {'on' if speed['cuda_graph'] else 'off'}"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, device {device}"
           f"{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}; {n:,} images, "
           f"batch {BATCH}, conventional workers {workers}{switches}")
@@ -180,16 +178,17 @@ def main():
         for m in args.models:
             for how in args.loops[::1 if r % 2 == 0 else -1]:
                 speeds[m][how].append(timed(loops[m][how], steps[m], device))
-    print(f"{'model':12s} {'width':>5s} {'steps':>5s} {'ours img/s':>22s} {'conventional img/s':>22s} "
-          f"{'ratio':>6s} {'ours s/epoch':>12s}")
+    print(f"{'model':12s} {'width':>5s} {'steps':>5s} {'ours as':>9s} {'ours img/s':>22s} "
+          f"{'conventional img/s':>22s} {'ratio':>6s} {'ours s/epoch':>12s}")
     for m, s in speeds.items():
         med = {how: statistics.median(v) for how, v in s.items()}
         cell = {how: f"{med[how]:,.0f} [{min(s[how]):,.0f}..{max(s[how]):,.0f}]" if how in s else "-"
                 for how in ("ours", "conventional")}
         ratio = f"{med['ours'] / med['conventional']:5.2f}x" if len(med) == 2 else "     -"
         epoch = f"{EPOCH / med['ours']:12.1f}" if "ours" in med else f"{'-':>12s}"
-        print(f"{m:12s} {DEFAULT_WIDTH[m]:5d} {steps[m]:5d} {cell['ours']:>22s} {cell['conventional']:>22s} "
-              f"{ratio} {epoch}")
+        form = loops[m]["ours"].form if "ours" in loops[m] else "-"
+        print(f"{m:12s} {DEFAULT_WIDTH[m]:5d} {steps[m]:5d} {form:>9s} {cell['ours']:>22s} "
+              f"{cell['conventional']:>22s} {ratio} {epoch}")
 
 
 if __name__ == "__main__":

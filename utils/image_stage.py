@@ -30,7 +30,7 @@ from data.images import augment_draws, load_images, normalize
 from models import SCALE_INVARIANT, build
 from utils import checkpoint
 from utils.args import UserError
-from utils.image_step import TrainStep, autocast, batch_starts, epoch_generator, speed_setup, train_epoch
+from utils.image_step import TrainStep, autocast, batch_starts, epoch_generator, speed_setup, train_epoch, use_bf16
 from utils.population import StopFlag, final_metrics
 from utils.seeding import generator
 from utils.sphere import recompute_bn_stats, si_norm, si_parameters
@@ -173,10 +173,11 @@ def run_image_stage(rd, *, kind, members, inits, salt, epoch0, epochs, data, met
     at the start and after every epoch (torch.optim.swa_utils.AveragedModel), then recompute the
     average's BN statistics and evaluate it; the result replaces the trained weights in final.pt.
     with_sharpness: train rows also carry `sharpness` (see `sharpness`; one more pass per evaluation).
-    bf16, channels_last, compile_, cuda_graph: the speed switches (utils/image_step.py).
+    bf16, channels_last, compile_, cuda_graph: the speed switches (utils/image_step.py; bf16 may be "auto").
     """
     name, model_args = meta["model"], meta["model_args"]
     si = SCALE_INVARIANT[name]
+    bf16 = use_bf16(bf16, device, si)  # evaluation runs under the same autocast as training
     models, opts, steps, avgs = [], [], [], []  # modules (state, evaluation), optimizers, training steps, ...
     for m, init in zip(members, inits):
         model = build(name, m["seed"], **model_args)
