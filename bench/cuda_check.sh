@@ -8,8 +8,8 @@
 # runs/cuda_check.log) gets everything printed. Steps, timings first and alone on the GPU:
 #   1. the machine: GPU, torch, CUDA, cuDNN;
 #   2. bench/images.py: ours (train.py's defaults: CUDA graphs, channels_last, bf16 for the practical
-#      ResNet-18 only) against the conventional DataLoader loop for the three models; then ours with
-#      --compile, and with bf16 for all three;
+#      ResNet-18 only) against the conventional DataLoader loop and its kernels alone for the three
+#      models; then ours with --compile, and with bf16 for all three, against the conventional loop;
 #   3. whole SI ResNet-18 (width 32) epochs (390 batches of 128) of our loop: train.py's defaults,
 #      with --compile, in the default memory format, and eager;
 #   4. side by side (accuracy only, so the GPU may be shared): train.py on real Fashion-MNIST
@@ -35,7 +35,7 @@ torch.backends.cudnn.version(), torch.cuda.get_device_name(), torch.cuda.get_dev
 
 for switches in "" "--compile" "--bf16 on"; do
     step "2. bench/images.py ${switches:-(train.py's defaults)}"
-    timeout 150 $PY bench/images.py --device cuda $switches
+    timeout 150 $PY bench/images.py --device cuda $switches ${switches:+--loops ours conventional}
 done
 
 for switches in "" "--compile" "--channels_last off" "--cuda_graph off"; do

@@ -16,10 +16,15 @@ Each image model at its default width (convnet_si 32, resnet18_si 32, resnet18 6
                 Normalize; resnet18 also RandomCrop(32, padding=4), RandomHorizontalFlip), a shuffling
                 DataLoader (--workers; pinned on CUDA), .to(device) per batch, torch.optim.SGD, running
                 loss/accuracy by .item() each step and, for SI models, a Python loop rescaling each
-                parameter onto the sphere after a .item() of the total norm: the usual CIFAR script.
-Prints torch version, threads, device; per model both loops' images/s (median [min..max] over
---rounds; the loops are timed in turns so a drifting machine affects both alike; warm-up untimed),
-the ratio ours / conventional and ours' projected seconds per 50,000-image epoch.
+                parameter onto the sphere after a .item() of the total norm: the usual CIFAR script;
+  kernels       the conventional loop's model, optimizer and step (NCHW, float32, eager) on one fixed
+                batch already on the device: no data pipeline, no projection, no host syncs. What
+                is left is the model's own kernels, so kernels / conventional bounds what any loop
+                that runs the same kernels can gain over the conventional one.
+Prints torch version, threads, device; per model each loop's images/s (median [min..max] over
+--rounds; the loops are timed in turns so a drifting machine affects all alike; warm-up untimed),
+the ratio ours / conventional, the bound kernels / conventional, and ours' projected seconds per
+50,000-image epoch.
 """
 import itertools
 import os
@@ -43,6 +48,7 @@ from utils.sphere import si_norm  # noqa: E402
 
 BATCH, EPOCH = 128, 50_000  # images per step; CIFAR-10's training set
 ELR, LR = 1e-3, 0.01  # SI: lr = ELR x R^2; resnet18: lr (the speed does not depend on them)
+LOOPS = ("ours", "conventional", "kernels")
 STEPS = {"convnet_si": 8, "resnet18_si": 3, "resnet18": 2}  # timed steps per round on CPU (x10 on CUDA)
 
 
@@ -121,6 +127,23 @@ class Conventional:
             self.correct += (out.argmax(1) == y).sum().item()
 
 
+class Kernels(Conventional):
+    """The conventional loop's step without its data pipeline, projection and syncs: one batch, fixed."""
+
+    def __init__(self, name, images, labels, device):
+        super().__init__(name, images, labels, device, 0)
+        x, y = next(self.batches)
+        self.x, self.y = x.to(device), y.to(device)
+
+    def run(self, steps):
+        self.model.train()
+        for _ in range(steps):
+            loss = F.cross_entropy(self.model(self.x), self.y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+
+
 def timed(loop, steps, device):
     """Images per second of `steps` steps of `loop`, by the host clock after syncing the device."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else lambda: None
@@ -145,8 +168,8 @@ def main():
     p.add_argument("--workers", type=int, default=-1, help="conventional DataLoader workers (-1 = 0 on CPU, "
                    "min(8, CPUs) on CUDA)")
     speed_flags(p.add_argument_group("ours: train.py's speed switches, with its defaults"))
-    p.add_argument("--loops", nargs="+", choices=("ours", "conventional"), default=["ours", "conventional"],
-                   help="loops to time (the ratio needs both)")
+    p.add_argument("--loops", nargs="+", choices=LOOPS, default=list(LOOPS),
+                   help="loops to time (the ratio needs ours and conventional, the bound kernels and conventional)")
     args = p.parse_args()
     if 0 < args.images < BATCH or args.steps < 0 or args.warmup < -1 or args.rounds < 1:
         raise UserError(f"need --images >= {BATCH}, --steps >= 0, --warmup >= -1 and --rounds >= 1")
@@ -167,28 +190,30 @@ def main():
     data["xn_train"] = normalize(data["x_train"], CIFAR_MEAN, CIFAR_STD)  # (N, 3, 32, 32) float32, as load_data
     hwc, labels = x.permute(0, 2, 3, 1).numpy(), y.tolist()  # (N, 32, 32, 3) uint8 as torchvision's CIFAR10
     make = {"ours": lambda m: Ours(m, data, device, speed),
-            "conventional": lambda m: Conventional(m, hwc, labels, device, workers)}
+            "conventional": lambda m: Conventional(m, hwc, labels, device, workers),
+            "kernels": lambda m: Kernels(m, hwc, labels, device)}
     loops = {m: {how: make[how](m) for how in args.loops} for m in args.models}
     steps = {m: args.steps or STEPS[m] * (10 if cuda else 1) for m in args.models}
     warmup = args.warmup if args.warmup >= 0 else 10 if cuda else 2
     for loop in (loop for m in args.models for loop in loops[m].values() if warmup):
         loop.run(warmup)
     speeds = {m: {how: [] for how in args.loops} for m in args.models}
-    for r in range(args.rounds):  # models in turn, and the two loops in alternating order
+    for r in range(args.rounds):  # models in turn, and the loops in alternating order
         for m in args.models:
             for how in args.loops[::1 if r % 2 == 0 else -1]:
                 speeds[m][how].append(timed(loops[m][how], steps[m], device))
     print(f"{'model':12s} {'width':>5s} {'steps':>5s} {'ours as':>9s} {'ours img/s':>22s} "
-          f"{'conventional img/s':>22s} {'ratio':>6s} {'ours s/epoch':>12s}")
+          f"{'conventional img/s':>22s} {'ratio':>6s} {'kernels img/s':>22s} {'bound':>6s} {'ours s/epoch':>12s}")
     for m, s in speeds.items():
         med = {how: statistics.median(v) for how, v in s.items()}
         cell = {how: f"{med[how]:,.0f} [{min(s[how]):,.0f}..{max(s[how]):,.0f}]" if how in s else "-"
-                for how in ("ours", "conventional")}
-        ratio = f"{med['ours'] / med['conventional']:5.2f}x" if len(med) == 2 else "     -"
+                for how in LOOPS}
+        over = {how: f"{med[how] / med['conventional']:5.2f}x" if how in med and "conventional" in med
+                else "     -" for how in ("ours", "kernels")}  # the ratio and the bound
         epoch = f"{EPOCH / med['ours']:12.1f}" if "ours" in med else f"{'-':>12s}"
         form = loops[m]["ours"].form if "ours" in loops[m] else "-"
         print(f"{m:12s} {DEFAULT_WIDTH[m]:5d} {steps[m]:5d} {form:>9s} {cell['ours']:>22s} "
-              f"{cell['conventional']:>22s} {ratio} {epoch}")
+              f"{cell['conventional']:>22s} {over['ours']} {cell['kernels']:>22s} {over['kernels']} {epoch}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from models.convnet import ConvNetSI
-from models.resnet import ResNet18
+from models.resnet import Pointwise, ResNet18
 from utils.sphere import project_, recompute_bn_stats, si_norm, si_parameters
 
 # (constructor, width, input channels, classes)
@@ -127,6 +127,29 @@ def test_practical_resnet_is_not_scale_invariant():
         for p in other.parameters():  # every trainable tensor, as an SI model would allow
             p.mul_(7.0)
     assert (other(x) - out).abs().max() > 1.0  # the trainable head alone scales the logits by 7
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_pointwise_is_the_strided_1x1_convolution(fmt):
+    """The ResNets' shortcut convolution (on CPUs: subsample, then a stride-1 convolution) computes
+    nn.Conv2d's strided 1x1 convolution, its output and both gradients, at width 4 (where torch's
+    own channels_last kernel for it hangs on CPUs) and an odd image size (the last row is kept)."""
+    torch.manual_seed(0)
+    pw, conv = Pointwise(4, 8, 2), nn.Conv2d(4, 8, 1, 2, bias=False)
+    assert pw.state_dict().keys() == conv.state_dict().keys()
+    conv.load_state_dict(pw.state_dict())
+    pw = pw.to(memory_format=fmt)
+    x = torch.randn(6, 4, 9, 9)
+    xs = [x.clone().contiguous(memory_format=fmt).requires_grad_(), x.clone().requires_grad_()]
+    outs = [pw(xs[0]), conv(xs[1])]  # the reference in NCHW, torch's strided kernel
+    assert outs[0].shape == (6, 8, 5, 5)
+    g = torch.randn(6, 8, 5, 5)
+    for out in outs:
+        out.backward(g)
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(xs[0].grad, xs[1].grad)
+    torch.testing.assert_close(pw.weight.grad, conv.weight.grad)
+    assert xs[0].grad[:, :, 1::2].abs().max() == 0 and xs[0].grad[:, :, ::2, ::2].abs().min() > 0
 
 
 def test_parameter_counts():

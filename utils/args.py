@@ -56,8 +56,8 @@ def speed_flags(g):
                    help="bf16 autocast for forward passes; auto: on for CUDA for the practical ResNet-18 (1.5x "
                         "faster, the same accuracy), off for SI models (it cost them accuracy) and on CPUs (README)")
     g.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
-                   help="channels_last memory format; auto: on (CUDA 2.1x, CPUs 1.2-1.3x faster; bench/) except "
-                        "for the ResNets on CPUs (a torch 2.14 crash)")
+                   help="channels_last memory format; auto: on for CUDA (1.5-2.1x faster) and CPUs (1.06-1.3x; "
+                        "README, Benchmarks)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model for training (CUDA: 1.03-1.33x "
                    "faster after 10-20 s of compiling per process; README)")
     g.add_argument("--cuda_graph", choices=("auto", "on", "off"), default="auto",

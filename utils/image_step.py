@@ -44,19 +44,14 @@ def speed_setup(model, device, channels_last, compile_):
     """The model in the form it is trained in: memory format and torch.compile (bf16 autocast:
     `autocast`; CUDA graphs: `TrainStep`).
     channels_last: True/"on", False/"off" or "auto": on for CUDA (an SI ResNet-18 epoch 2.1x faster
-    on an H200 in float32 with CUDA graphs, bench/cuda_check.sh) and for CPUs (1.2-1.3x,
-    bench/images.py), except on CPUs for models with strided 1x1 convolutions (the ResNets'
-    shortcuts), whose channels_last backward crashes (SIGSEGV) there in torch 2.14 for small
-    channel counts. compile_: torch.compile with static shapes, so that an epoch's short last batch
+    on an H200 in float32 with CUDA graphs, bench/cuda_check.sh) and for CPUs (1.06-1.3x; the
+    ResNets' strided shortcuts run as models.resnet.Pointwise there), off for other devices.
+    compile_: torch.compile with static shapes, so that an epoch's short last batch
     gets a compiled version of its own rather than a dynamic-shape one that full batches would then
     use too (a step replayed from a CUDA graph keeps the kernels it was captured with). Returns the
     callable to train with; it shares its parameters with `model`."""
     model = model.to(device)
-    if channels_last == "auto":
-        strided_1x1 = any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
-                          for m in model.modules())
-        channels_last = device.type == "cuda" or (device.type == "cpu" and not strided_1x1)
-    if channels_last in (True, "on"):
+    if channels_last in (True, "on") or (channels_last == "auto" and device.type in ("cuda", "cpu")):
         model = model.to(memory_format=torch.channels_last)
     return torch.compile(model, dynamic=False) if compile_ else model
 
