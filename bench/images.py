@@ -20,7 +20,9 @@ Each image model at its default width (convnet_si 32, resnet18_si 32, resnet18 6
   kernels       the conventional loop's model, optimizer and step (NCHW, float32, eager) on one fixed
                 batch already on the device: no data pipeline, no projection, no host syncs. What
                 is left is the model's own kernels, so kernels / conventional bounds what any loop
-                that runs the same kernels can gain over the conventional one.
+                that runs the same kernels the same way (eagerly, NCHW, float32) can gain over the
+                conventional one (on CUDA it is none: a CUDA graph replays the same kernels without
+                their launch costs).
 Prints torch version, threads, device; per model each loop's images/s (median [min..max] over
 --rounds; the loops are timed in turns so a drifting machine affects all alike; warm-up untimed),
 the ratio ours / conventional, the bound kernels / conventional, and ours' projected seconds per
