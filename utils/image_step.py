@@ -46,10 +46,10 @@ def speed_setup(model, device, channels_last, compile_):
     channels_last: True/"on", False/"off" or "auto": on for CUDA (an SI ResNet-18 epoch 2.1x faster
     on an H200 in float32 with CUDA graphs, bench/cuda_check.sh) and for CPUs (1.06-1.3x; the
     ResNets' strided shortcuts run as models.resnet.Pointwise there), off for other devices.
-    compile_: torch.compile with static shapes, so that an epoch's short last batch
-    gets a compiled version of its own rather than a dynamic-shape one that full batches would then
-    use too (a step replayed from a CUDA graph keeps the kernels it was captured with). Returns the
-    callable to train with; it shares its parameters with `model`."""
+    compile_: torch.compile with static shapes, so that an epoch's short last batch gets a compiled
+    version of its own rather than a dynamic-shape one that full batches would then use too (a step
+    replayed from a CUDA graph keeps the kernels it was captured with). Returns the callable to
+    train with; it shares its parameters with `model`."""
     model = model.to(device)
     if channels_last in (True, "on") or (channels_last == "auto" and device.type in ("cuda", "cpu")):
         model = model.to(memory_format=torch.channels_last)
