@@ -28,14 +28,12 @@ import time
 
 import torch
 
-from data.tick import N_FEATURES, single_feature_sets
+import data as datasets
+import models
+from utils import engine
 from utils.args import Parser, UserError, main_guard, setup_torch
-from utils.fourier import band_test_sets, parse_bands
-from utils.image_stage import eval_model, evaluate as evaluate_images, run_data
-from utils.population import evaluate, group_data
+from utils.fourier import band_test_sets, default_bands, parse_bands
 from utils.rundir import RunDir, read_jsonl, write_jsonl_atomic
-
-DEFAULT_BANDS = "0,1-8,9-24,25-32"
 
 
 def build_parser():
@@ -44,53 +42,38 @@ def build_parser():
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
     p.add_argument("--force", action="store_true", help="recompute even if features.jsonl exists")
-    p.add_argument("--bands", default=DEFAULT_BANDS, help="images: band groups, comma-separated lo-hi ranges "
+    p.add_argument("--bands", default=None, help="images: band groups, comma-separated lo-hi ranges "
                    "of |k| + |l| (a single number is one band)")
     p.add_argument("--data_dir", default=None, help="images: dataset folder (default: the run's)")
     return p
 
 
-def feature_accuracies(state, streams, device):
-    """Regular test accuracy (M,) and single-feature accuracies (M, 16) of every member."""
-    data_seeds = [s[0] for s in streams]
-    sets = {d: single_feature_sets(d) for d in sorted(set(data_seeds))}
-    x = torch.stack([sets[d][0] for d in data_seeds]).to(device)  # (P, 16, n, 32)
-    y = torch.stack([sets[d][1] for d in data_seeds]).float().to(device)  # (P, 16, n)
-    state = {k: v.to(device) for k, v in state.items()}
-    per_feature = [evaluate(state, len(streams), x[:, i], y[:, i])[1] for i in range(N_FEATURES)]
-    data = group_data(data_seeds, device)
-    test_acc = evaluate(state, len(streams), data["x_test"], data["y_test"])[1]
-    return test_acc, torch.stack(per_feature, dim=1)
+def single_feature_rows(dataset, backend, ckpt, test, device):
+    """Datasets drawn per data seed (tick): every member's accuracy on each single-feature test set
+    (the record's `feature_sets`: 16 for tick), on the sets of its own data seed."""
+    seeds = backend.data_seeds(ckpt)  # of each group of members that share their data
+    sets = {d: dataset.feature_sets(d) for d in sorted(set(seeds))}
+    n_features = len(next(iter(sets.values()))[0])
+    feats = torch.stack([backend.member_accuracy(ckpt, torch.stack([sets[d][0][i] for d in seeds]).to(device),
+                                                 torch.stack([sets[d][1][i] for d in seeds]).float().to(device),
+                                                 device)
+                         for i in range(n_features)], dim=1)  # (M, features)
+    top = feats.sort(dim=1, descending=True).values
+    print(f"median sorted single-feature accuracy, rank 1 / 2 / {n_features}: {top[:, 0].median():.1%} / "
+          f"{top[:, 1].median():.1%} / {top[:, -1].median():.1%}")
+    return [{"member": m["member"], "test_acc": test[i], "features": feats[i].tolist()}
+            for i, m in enumerate(ckpt["members"])]
 
 
-def band_accuracies(ckpt, data, bands, device):
-    """Regular test accuracy (list over members) and {group: [acc per member]} of an image run."""
-    models = [eval_model(ckpt, device, state) for state in ckpt["states"]]
-    test = [evaluate_images(m, data["xn_test"], data["y_test"], device)[1] for m in models]
+def band_rows(backend, ckpt, test, bands, test_set, old, device):
+    """Image datasets: accuracy on each band group's test set; groups already in features.jsonl are kept."""
     accs = {}
-    for key, x in band_test_sets(data["x_test"], bands, data["mean"], data["std"]):  # one group at a time
-        accs[key] = [evaluate_images(m, x, data["y_test"], device)[1] for m in models]
-    return test, accs
-
-
-def main_images(args, rd, ckpt, out):
-    bands = parse_bands(args.bands)
-    old = {r["member"]: r for r in read_jsonl(out)} if os.path.exists(out) else {}
-    todo = [b for b in bands if args.force or any(b[0] not in r.get("bands", {}) for r in old.values()) or not old]
-    if not todo:
-        print(f"{out} has band groups {args.bands}; nothing to do (--force recomputes)")
-        return
-    device = setup_torch(args)
-    data = run_data(ckpt, args.data_dir, device)
-    t0 = time.perf_counter()
-    test, accs = band_accuracies(ckpt, data, todo, device)
-    rows = [{"member": m["member"], "test_acc": test[i],
+    for key, x in band_test_sets(test_set["raw"], bands, test_set["mean"], test_set["std"]):  # a group at a time
+        accs[key] = backend.member_accuracy(ckpt, x, test_set["y"], device).tolist()
+    print("median accuracy: " + ", ".join(f"{k} {torch.tensor(v).median():.1%}" for k, v in accs.items()))
+    return [{"member": m["member"], "test_acc": test[i],
              "bands": dict(old.get(m["member"], {}).get("bands", {}), **{k: v[i] for k, v in accs.items()})}
             for i, m in enumerate(ckpt["members"])]
-    write_jsonl_atomic(out, rows)
-    print(f"{out}: {len(rows)} members x {len(todo)} band groups of {len(data['y_test'])} test images in "
-          f"{time.perf_counter() - t0:.1f} s; median accuracy: test {torch.tensor(test).median():.1%}, " +
-          ", ".join(f"{k} {torch.tensor(v).median():.1%}" for k, v in accs.items()))
 
 
 def main():
@@ -99,22 +82,34 @@ def main():
     if not rd.exists():
         raise UserError(f"--run {args.run} is not a run directory (no config.json)")
     ckpt = rd.final(kinds=["pretrain", "finetune", "swa"])
+    dataset = datasets.resolve(ckpt["dataset"])
+    backend = engine.backend(models.resolve(ckpt["model"]))
     out = os.path.join(rd.path, "features.jsonl")
-    if ckpt.get("dataset") != "tick":
-        return main_images(args, rd, ckpt, out)
-    if args.bands != DEFAULT_BANDS or args.data_dir:
-        raise UserError("--bands and --data_dir are for image runs; tick runs have single-feature sets")
-    if os.path.exists(out) and not args.force:
-        print(f"{out} exists; nothing to do (--force recomputes)")
+    old = {r["member"]: r for r in read_jsonl(out)} if os.path.exists(out) else {}
+    if dataset.features == "bands":
+        args.bands = args.bands or default_bands(*ckpt["data"]["image_size"])
+        bands = parse_bands(args.bands)
+        todo = [b for b in bands if args.force or not old or any(b[0] not in r.get("bands", {}) for r in old.values())]
+        done = f"{out} has band groups {args.bands}"
+    else:
+        if args.bands or args.data_dir:
+            raise UserError(f"--bands and --data_dir are for image runs; {dataset.name} runs have single-feature sets")
+        todo = args.force or not old
+        done = f"{out} exists"
+    if not todo:
+        print(f"{done}; nothing to do (--force recomputes)")
         return
     device = setup_torch(args)
-    test_acc, feats = feature_accuracies(ckpt["state"], ckpt["streams"], device)
-    rows = [{"member": m, "test_acc": test_acc[m].item(), "features": feats[m].tolist()}
-            for m in range(len(test_acc))]
+    t0 = time.perf_counter()
+    test_set = backend.test_set(ckpt, args, device)  # the regular test set (each member's own, per data seed)
+    test = backend.member_accuracy(ckpt, test_set["x"], test_set["y"], device).tolist()
+    print(f"{out}: {len(test)} members, median test accuracy {torch.tensor(test).median():.1%}")
+    if dataset.features == "bands":
+        rows = band_rows(backend, ckpt, test, todo, test_set, old, device)
+    else:
+        rows = single_feature_rows(dataset, backend, ckpt, test, device)
     write_jsonl_atomic(out, rows)
-    top = feats.sort(dim=1, descending=True).values
-    print(f"{out}: {len(rows)} members; median sorted single-feature accuracy, rank 1 / 2 / 16: "
-          f"{top[:, 0].median():.1%} / {top[:, 1].median():.1%} / {top[:, -1].median():.1%}")
+    print(f"{out}: written in {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

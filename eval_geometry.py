@@ -24,15 +24,12 @@ is skipped; an interrupted one is recomputed (it holds no training state).
 """
 import time
 
-import torch
-
-from models import SCALE_INVARIANT
+import data as datasets
+import models
+from utils import engine
 from utils.args import Parser, UserError, common_parser, main_guard, setup_torch
-from utils.geometry import angle, at_loss, barrier, interpolate
-from utils.image_stage import bn_batches, eval_model, evaluate as evaluate_images, run_data
-from utils.population import evaluate, group_data
+from utils.geometry import at_loss, barrier
 from utils.rundir import RunDir
-from utils.sphere import project_rows_, recompute_bn_stats
 
 PAIRS = ("low_high", "swa_high", "swa_low")
 
@@ -85,49 +82,6 @@ def endpoints(ft_runs, swa_runs, low, high):
     return pairs
 
 
-def tick_paths(pairs, alphas, device):
-    """Synthetic setup: errors along every path at once; returns per pair (angle, train_err, test_err)."""
-    w = lambda end, k: end[0]["state"][k][end[1]]
-    A = {k: torch.stack([w(x, k) for _, _, x, _ in pairs]) for k in ("w1", "w2", "w3")}  # (K, ...)
-    B = {k: torch.stack([w(y, k) for _, _, _, y in pairs]) for k in ("w1", "w2")}
-    radius = pairs[0][2][0]["radius"]
-    data = group_data([k[2] for _, k, _, _ in pairs], device)  # (K, N, 32): each pair its data seed
-    errs = {"train": [], "test": []}
-    for a in alphas:
-        st = {k: ((1 - a) * A[k].double() + a * B[k].double()).float() for k in ("w1", "w2")}
-        K = len(pairs)
-        project_rows_(st["w1"].view(K, -1), st["w2"].view(K, -1), radius)
-        st["w3"] = A["w3"]
-        st = {k: v.to(device) for k, v in st.items()}
-        for split in errs:
-            errs[split].append(1 - evaluate(st, K, data[f"x_{split}"], data[f"y_{split}"])[1])
-    angles = [angle({k: A[k][i] for k in ("w1", "w2")}, {k: B[k][i] for k in ("w1", "w2")})
-              for i in range(len(pairs))]
-    return [(angles[i], [e[i].item() for e in errs["train"]], [e[i].item() for e in errs["test"]])
-            for i in range(len(pairs))]
-
-
-def image_path(ckpt_a, i, ckpt_b, j, alphas, data, device):
-    """One pair of image solutions: (angle, train_err, test_err) along the re-projected linear path."""
-    name = ckpt_a["model"]
-    si = SCALE_INVARIANT[name]
-    model = eval_model(ckpt_a, device)
-    sa, sb = ckpt_a["states"][i], ckpt_b["states"][j]
-    # the path's coordinates: the SI weights (convs) for SI models, every float parameter otherwise
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    wa, wb = {n: sa[n] for n in names}, {n: sb[n] for n in names}
-    radius = ckpt_a["members"][i]["radius"] if si else None
-    member = ckpt_a["members"][i]
-    train_err, test_err = [], []
-    for a in alphas:
-        state = dict(sa, **interpolate(wa, wb, a, radius))
-        model.load_state_dict(state)
-        recompute_bn_stats(model, bn_batches(data, ckpt_a["batch_size"], member["seed"]))
-        test_err.append(1 - evaluate_images(model, data["xn_test"], data["y_test"], device)[1])
-        train_err.append(1 - evaluate_images(model, data["xn_train"], data["y_train"], device, train_mode=True)[1])
-    return angle(wa, wb) if si else None, train_err, test_err
-
-
 def sharpness_at_loss(ft_runs, target):
     """Appendix G: per fine-tuned member with sharpness rows, test error and sharpness at `target` loss."""
     out = []
@@ -136,6 +90,8 @@ def sharpness_at_loss(ft_runs, target):
         for m in ck["members"]:
             train = sorted((r for r in rows if r["member"] == m["member"] and r["split"] == "train"
                             and "sharpness" in r), key=lambda r: r["epoch"])
+            if len(train) < 2:  # no sharpness logged (finetune.py --sharpness)
+                continue
             test = {r["epoch"]: r for r in rows if r["member"] == m["member"] and r["split"] == "test"}
             train = [r for r in train if r["epoch"] in test]
             if len(train) < 2:
@@ -152,7 +108,7 @@ def main():
     ft_runs = load_runs(args.finetune, "finetune")
     swa_runs = load_runs(args.swa, "swa")
     first = ft_runs[0][1]
-    image = first["dataset"] != "tick"
+    backend = engine.backend(models.resolve(first["model"]))
     if any((ck["dataset"], ck["model"]) != (first["dataset"], first["model"]) for _, ck in ft_runs + swa_runs):
         raise UserError("the runs mix datasets or models; give the runs of one setup")
     flrs = sorted({m["flr"] for _, ck in ft_runs for m in ck["members"]})
@@ -161,7 +117,7 @@ def main():
     for name in ("low", "high"):
         if getattr(args, name) not in flrs:
             raise UserError(f"--{name} {getattr(args, name)}: the fine-tuning runs hold FLRs {flrs}")
-    args.points = args.points or (3 if args.smoke else 21 if image else 11)
+    args.points = args.points or (3 if args.smoke else datasets.resolve(first["dataset"]).points)
     if args.points < 2:
         raise UserError(f"--points must be >= 2 (both endpoints), got {args.points}")
     args.eval_every = args.checkpoint_every = None  # not used: geometry holds no training state
@@ -179,20 +135,11 @@ def main():
     print(f"{len(pairs)} pairs ({', '.join(f'{p} {sum(q[0] == p for q in pairs)}' for p in PAIRS)}), FLRs low "
           f"{args.low:g} / high {args.high:g}, {args.points} points per path, on {device}")
     t0 = time.perf_counter()
-    if image:
-        data = run_data(first, args.data_dir, device)
-        paths = []
-        for n, (p, k, (ca, i), (cb, j)) in enumerate(pairs):
-            paths.append(image_path(ca, i, cb, j, alphas, data, device))
-            print(f"  {p:8s} PLR {k[0]:<8g} seed {k[1]}: angle {paths[-1][0] or float('nan'):.3f} rad, barrier "
-                  f"train {barrier(paths[-1][1]):.2%} test {barrier(paths[-1][2]):.2%} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    else:
-        paths = tick_paths(pairs, alphas, device)
+    paths = backend.paths(pairs, alphas, args, device)
     rows = [dict(m, angle=ang, train_barrier=barrier(tr), test_barrier=barrier(te), alphas=alphas,
                  train_err=tr, test_err=te) for m, (ang, tr, te) in zip(members, paths)]
     results = {"pairs": rows, "low": args.low, "high": args.high, "seconds": time.perf_counter() - t0,
-               "at_loss": sharpness_at_loss(ft_runs, args.at_loss) if image else [], "at_loss_target": args.at_loss}
+               "at_loss": sharpness_at_loss(ft_runs, args.at_loss), "at_loss_target": args.at_loss}
     rd.write_results(results)
     for p in PAIRS:
         sel = [r for r in rows if r["pair"] == p]

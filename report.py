@@ -22,13 +22,7 @@ from utils.regimes import label_regimes
 from utils.rundir import RunDir, read_jsonl, write_json_atomic
 
 STAGES = ("pretrain", "finetune", "swa")
-CHANCE = {"tick": 0.5, "cifar10": 0.1, "cifar100": 0.01, "fashion_mnist": 0.1}
-# Regime boundaries drawn by the authors (PROTOCOL.md section 4), by (dataset, model)
-PAPER_BOUNDARIES = {
-    ("tick", "mlp_si"): (7.5e-3, 1.78e-2, 5.6e-2),
-    ("cifar10", "resnet18_si"): (3e-4, 1.4e-3, 2e-2), ("cifar10", "convnet_si"): (5e-4, 2e-3, 2e-2),
-    ("cifar100", "convnet_si"): (2e-4, 2e-3, 0.1), ("cifar100", "resnet18_si"): (1e-4, 2e-3, 0.1),
-    ("cifar10", "resnet18"): (2e-3, 0.1, None), ("cifar100", "resnet18"): (2e-3, 0.1, None)}
+BOUNDARIES = ("1|2", "2A|2B", "2|3")
 FLR_KEY = "%.3g"
 
 
@@ -57,6 +51,7 @@ def collect(root):
             for m, res in zip(members, results["members"]):
                 f = feats.get(m["member"], {})
                 records.append(dict(m, **res, stage=stage, run=d, setup=config.get("settings", {}),
+                                    meta=config.get("meta", {}),
                                     features=f.get("features"), bands=f.get("bands"),
                                     curve=curves.get(m["member"])))
     return records, notes
@@ -125,7 +120,7 @@ def geometry_summary(pairs, plr):
     return out if any(v is not None for v in out.values()) else None
 
 
-def summarize(records, root, pairs=()):
+def summarize(records, root, pairs=(), paper=None):
     by = defaultdict(list)
     for r in records:
         by[(r["stage"], r["plr"], r["flr"])].append(r)
@@ -145,8 +140,7 @@ def summarize(records, root, pairs=()):
                "model": setup.get("model"), "plrs": plrs,
                "boundaries": {"1|2": None, "2A|2B": None, "2|3": None}, "recommended_plr": None,
                "per_plr": per_plr}
-    paper = PAPER_BOUNDARIES.get((summary["dataset"], summary["model"]))
-    summary["paper_boundaries"] = dict(zip(("1|2", "2A|2B", "2|3"), paper)) if paper else None
+    summary["paper_boundaries"] = dict(zip(BOUNDARIES, paper)) if paper else None
     return summary
 
 
@@ -162,9 +156,10 @@ def mean_curve(recs):
 def add_regimes(summary, records, notes):
     """Fill regime, boundaries, recommended_plr (utils/regimes.py; the rule is in the README)."""
     per = summary["per_plr"]
-    chance = CHANCE.get(summary["dataset"])
+    meta = next(r["meta"] for r in records if r["stage"] == "pretrain")
+    chance = meta.get("chance")
     if chance is None:
-        notes.append(f"no chance level known for dataset {summary['dataset']!r}; regimes not labelled")
+        notes.append("the pre-training runs record no chance level (config.json meta); regimes not labelled")
         return
     curves = []
     for e in per:  # the second half of pre-training: still falling (regime 1) or flat (regime 2)?
@@ -176,7 +171,8 @@ def add_regimes(summary, records, notes):
             [e["pretrain"]["train_acc"] for e in per], chance,
             ft_acc=[{k: s["test_acc"] for k, s in e["finetune"].items()} or None for e in per],
             swa_acc=[e["swa"]["test_acc"] if e["swa"] else None for e in per], loss_curves=curves,
-            pt_test_acc=[e["pretrain"]["test_acc"] for e in per], practical=summary["model"] == "resnet18")
+            pt_test_acc=[e["pretrain"]["test_acc"] for e in per],
+            practical=meta.get("recipe", {}).get("sphere") == "off")  # off the sphere: PROTOCOL.md section 6
     except ValueError as err:
         notes.append(f"regimes not labelled: {err}")
         return
@@ -224,7 +220,16 @@ def write_report_md(summary, root, drawn):
 def main():
     p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--root", required=True, help="setup directory holding pretrain/, finetune/, swa/")
+    p.add_argument("--paper_boundaries", nargs=3, default=None, metavar=("B12", "B2A2B", "B23"),
+                   help="the authors' regime boundaries 1|2, 2A|2B, 2|3 for this setup (run_all.sh passes "
+                        "them), drawn next to the detected ones; 'none' for one the paper does not have")
     args = p.parse_args()
+    paper = None
+    if args.paper_boundaries:
+        try:
+            paper = [None if b.lower() == "none" else float(b) for b in args.paper_boundaries]
+        except ValueError:
+            raise UserError(f"--paper_boundaries {' '.join(args.paper_boundaries)}: give three numbers or 'none'")
     if not os.path.isdir(args.root):
         raise UserError(f"--root {args.root} is not a directory")
     records, notes = collect(args.root)
@@ -233,7 +238,7 @@ def main():
         print(f"note: {n}")
     if not any(r["stage"] == "pretrain" for r in records):
         raise UserError(f"--root {args.root} holds no complete pre-training run; nothing to report")
-    summary = summarize(records, args.root, pairs)
+    summary = summarize(records, args.root, pairs, paper)
     add_regimes(summary, records, notes)
     summary["at_loss"], summary["at_loss_target"] = at_loss, target
     summary["missing"] = notes

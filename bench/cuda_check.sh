@@ -74,7 +74,7 @@ EOF
 ) &
 acc_pid=$!
 xdist=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
-timeout 240 $PY -m pytest -q $xdist -p no:cacheprovider tests/test_image_models.py tests/test_image_pipeline.py \
+timeout 240 $PY -m pytest -q $xdist -p no:cacheprovider tests/test_image_models.py tests/test_image_pipeline.py tests/test_custom_model.py \
     tests/test_fourier.py tests/test_geometry.py 2>&1 | tail -40
 wait $acc_pid
 rm -rf "$TMP"

@@ -42,9 +42,9 @@ from torchvision import transforms
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.images import CIFAR_MEAN, CIFAR_STD, augment_draws, normalize  # noqa: E402
-from models import DEFAULT_WIDTH, IMAGE_MODELS, SCALE_INVARIANT, build  # noqa: E402
+from models import MODELS, build  # noqa: E402
 from utils.args import Parser, UserError, main_guard, setup_torch, speed_flags  # noqa: E402
-from utils.image_stage import PRACTICAL, make_optimizer  # noqa: E402
+from utils.image_stage import optimizer  # noqa: E402
 from utils.image_step import TrainStep, epoch_generator, speed_switches, train_epoch  # noqa: E402
 from utils.sphere import si_norm  # noqa: E402
 
@@ -52,12 +52,13 @@ BATCH, EPOCH = 128, 50_000  # images per step; CIFAR-10's training set
 ELR, LR = 1e-3, 0.01  # SI: lr = ELR x R^2; resnet18: lr (the speed does not depend on them)
 LOOPS = ("ours", "conventional", "kernels")
 STEPS = {"convnet_si": 8, "resnet18_si": 3, "resnet18": 2}  # timed steps per round on CPU (x10 on CUDA)
+IMAGE_MODELS = tuple(STEPS)
 
 
 def new_model(name, device):
     """The model of seed 0 at its default width on `device`, and its sphere radius (None: no sphere)."""
-    model = build(name, 0, width=DEFAULT_WIDTH[name], num_classes=10, in_channels=3).to(device)
-    return model, si_norm(model) if SCALE_INVARIANT[name] else None
+    model = build(name, 0, MODELS[name].args, num_classes=10, in_channels=3).to(device)
+    return model, si_norm(model) if MODELS[name].recipe["sphere"] == "on" else None
 
 
 class Ours:
@@ -66,10 +67,11 @@ class Ours:
     def __init__(self, name, data, device, speed):
         self.device, self.epoch, self.n = device, 0, len(data["y_train"])
         model, radius = new_model(name, device)
-        opt = make_optimizer(model, ELR * radius ** 2 if radius else LR, radius is not None)
-        self.step = TrainStep(model, opt, data, BATCH, aug=radius is None, radius=radius, device=device,
-                              **speed)
-        self.aug, self.sums = radius is None, torch.zeros(3, dtype=torch.float64, device=device)
+        recipe = MODELS[name].recipe  # the record's: train.py's defaults
+        opt = optimizer(model, recipe, ELR if radius else LR, radius, device)
+        self.aug = recipe["augment"] == "crop_flip"
+        self.step = TrainStep(model, opt, data, BATCH, aug=self.aug, device=device, **speed)
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
         cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last)  # the first conv
         self.form = f"{'bf16' if self.step.bf16 else 'fp32'}{' NHWC' if cl else ''}"
 
@@ -107,7 +109,8 @@ class Conventional:
         self.batches = (b for _ in itertools.count() for b in loader)  # endless, epoch after epoch
         self.device, self.loss, self.correct = device, 0.0, 0
         self.params = [p for p in self.model.parameters() if p.requires_grad]  # SI: the convs; resnet18: all
-        settings = {"momentum": 0, "weight_decay": 0} if self.radius else PRACTICAL  # as make_optimizer's
+        recipe = MODELS[name].recipe
+        settings = {"momentum": recipe["momentum"], "weight_decay": recipe["weight_decay"]}  # the record's recipe
         self.opt = torch.optim.SGD(self.params, lr=ELR * self.radius ** 2 if self.radius else LR, **settings)
 
     def run(self, steps):
@@ -214,7 +217,7 @@ def main():
                 else "     -" for how in ("ours", "kernels")}  # the ratio and the bound
         epoch = f"{EPOCH / med['ours']:12.1f}" if "ours" in med else f"{'-':>12s}"
         form = loops[m]["ours"].form if "ours" in loops[m] else "-"
-        print(f"{m:12s} {DEFAULT_WIDTH[m]:5d} {steps[m]:5d} {form:>9s} {cell['ours']:>22s} "
+        print(f"{m:12s} {MODELS[m].args['width']:5d} {steps[m]:5d} {form:>9s} {cell['ours']:>22s} "
               f"{cell['conventional']:>22s} {over['ours']} {cell['kernels']:>22s} {over['kernels']} {epoch}")
 
 

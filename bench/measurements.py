@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.images import CIFAR_MEAN, CIFAR_STD, normalize  # noqa: E402
-from eval_fourier import DEFAULT_BANDS, band_accuracies  # noqa: E402
-from eval_geometry import image_path  # noqa: E402
 from models import build  # noqa: E402
-from utils.fourier import parse_bands  # noqa: E402
+from utils import checkpoint  # noqa: E402
+from utils.fourier import PAPER_BANDS, band_test_sets, parse_bands  # noqa: E402
+from utils.module_backend import member_accuracy, path  # noqa: E402
 from utils.sphere import si_norm  # noqa: E402
 
 
@@ -55,17 +55,19 @@ def main():
         model = build("convnet_si", seed, **model_args)
         states.append(model.state_dict())
         members.append({"member": seed, "radius": si_norm(model), "seed": seed})
-    ckpt = {"model": "convnet_si", "model_args": model_args, "states": states, "members": members,
+    ckpt = {"model": "convnet_si", "model_args": model_args, "state": checkpoint.stack(states), "members": members,
             "batch_size": 128}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}; SI ConvNet width {args.width}")
-    one = dict(ckpt, states=states[:1], members=members[:1])
+    one = dict(ckpt, state=checkpoint.stack(states[:1]), members=members[:1])
     t0 = time.perf_counter()
-    band_accuracies(one, data, parse_bands(DEFAULT_BANDS), device)
+    member_accuracy(one, data["xn_test"], data["y_test"], device)
+    for _, x in band_test_sets(data["x_test"], parse_bands(PAPER_BANDS), CIFAR_MEAN, CIFAR_STD):
+        member_accuracy(one, x, data["y_test"], device)
     t = time.perf_counter() - t0
     print(f"bands: regular test set + 4 band groups of {args.test_images:,} images, one member: {t:.1f} s", flush=True)
     alphas = [i / (args.points - 1) for i in range(args.points)]
     t0 = time.perf_counter()
-    image_path(ckpt, 0, ckpt, 1, alphas, data, device)
+    path(ckpt, 0, ckpt, 1, alphas, data, device)
     t = time.perf_counter() - t0
     scaled = "" if args.train_images == 50000 else \
         f" (~{t * 50000 / args.train_images / 60:.1f} min with 50,000 training images)"

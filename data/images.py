@@ -16,6 +16,9 @@ Files (no DataLoader, no PIL; torchvision is used only to download):
 - Fashion-MNIST: IDX files (`train-images-idx3-ubyte[.gz]` etc.) from data_dir/FashionMNIST/raw
   (torchvision's layout) or else /usr/share/datasets/fashion-mnist (Debian's
   dataset-fashion-mnist package); 28x28 grey images zero-padded to 32x32, one channel.
+- A researcher's own data (data/custom.py: `load_custom`): an .npz with x_train, y_train, x_test, y_test in
+  torchvision's `dataset.data` layout (uint8 (N, H, W, C) or (N, H, W), any size; integer labels
+  from 0), or a `package.module:function` returning the same arrays. Read with allow_pickle=False.
 
 Verification: md5 sums are checked by torchvision only when it downloads. Reading does not check
 them (so tests can write tiny files); instead every file must unpickle / parse as the format says

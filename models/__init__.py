@@ -1,41 +1,99 @@
-"""Model registry: name -> constructor, and the one place where a model's initial weights are drawn.
+"""Model registry: one record per model, and the one place where a model's initial weights are drawn.
 
-  mlp_si       SI MLP of the synthetic example (models/mlp.py; trained as a population)
+  mlp_si       SI MLP of the synthetic example (models/mlp.py; trains through its fused population backend)
   convnet_si   SI ConvNet, width c (models/convnet.py)
   resnet18_si  SI pre-activation ResNet-18, width k (models/resnet.py)
   resnet18     practical ResNet-18, width 64 by default: affine BNs, trainable head, no sphere
+
+A researcher's own class needs no record here: `--model path/to/file.py:Class` or
+`--model package.module:Class` (models/custom.py) gets one made on the fly, with the SI recipe when
+the class sets `scale_invariant = True` (checked numerically at start-up, never trusted) and the
+practical one otherwise. Scripts read records, never names.
 """
+import dataclasses
 import functools
+import os
 
 import torch
 
 from models.convnet import ConvNetSI
-from models.mlp import SIMLP
+from models.mlp import SIMLP, MLPPopulation
 from models.resnet import ResNet18
 from utils.args import UserError
 from utils.seeding import seed_of
 
-MODELS = {"mlp_si": SIMLP, "convnet_si": ConvNetSI,
-          "resnet18_si": functools.partial(ResNet18, scale_invariant=True),
-          "resnet18": functools.partial(ResNet18, scale_invariant=False)}
-IMAGE_MODELS = ("convnet_si", "resnet18_si", "resnet18")
-DEFAULT_WIDTH = {"mlp_si": 32, "convnet_si": 32, "resnet18_si": 32, "resnet18": 64}
-SCALE_INVARIANT = {"mlp_si": True, "convnet_si": True, "resnet18_si": True, "resnet18": False}
+# The paper's two recipes (PROTOCOL.md sections 2 and 6); every field is a flag of train.py.
+SI_RECIPE = {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "augment": "none", "sphere": "on"}
+PRACTICAL_RECIPE = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "augment": "crop_flip",
+                    "sphere": "off"}
 
 
-def check_model(name, dataset):
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    if (name == "mlp_si") != (dataset == "tick"):
-        raise UserError(f"model {name} does not fit dataset {dataset}: mlp_si is for tick, "
-                        f"{', '.join(IMAGE_MODELS)} for images")
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    """What the scripts know of a model. `cls(num_classes=N, in_channels=C, **args)` builds it."""
+    name: str               # registry name, or the spec of a researcher's class (file.py:Class)
+    cls: object
+    scale_invariant: bool   # claims invariance to one common rescaling of its trainable weights
+    args: dict              # default constructor arguments (width ...)
+    smoke_args: dict        # --smoke: the same, tiny
+    recipe: dict            # default recipe (SI_RECIPE or PRACTICAL_RECIPE, or the record's own)
+    inputs: str = "image"   # "image" (N, C, H, W) or "vector" (N, D): must match the dataset record's
+    population: object = None  # a fused backend that trains many members as stacked tensors, or None
+    radius: float = None    # sphere radius when not given: None = the SI weights' norm at initialisation
+    # constructor arguments that must not come from --model_args (the data decide them)
+    reserved: tuple = ("num_classes", "in_channels")
 
 
-def build(name, seed, **model_args):
-    """An image model with the initial weights of model seed `seed` (the same for every LR).
+MODELS = {r.name: r for r in (
+    ModelRecord("mlp_si", SIMLP, True, {"width": 32}, {"width": 32}, SI_RECIPE, inputs="vector",
+                population=MLPPopulation, radius=1.0),
+    ModelRecord("convnet_si", ConvNetSI, True, {"width": 32}, {"width": 4}, SI_RECIPE),
+    ModelRecord("resnet18_si", functools.partial(ResNet18, scale_invariant=True), True, {"width": 32},
+                {"width": 4}, SI_RECIPE),
+    ModelRecord("resnet18", functools.partial(ResNet18, scale_invariant=False), False, {"width": 64},
+                {"width": 4}, PRACTICAL_RECIPE),
+)}
 
-    The global RNG is forked, not reseeded, so building a model has no effect on other draws.
-    """
+
+def is_spec(name):
+    return ":" in name
+
+
+def canonical(name):
+    """The name a run records: built-in names as they are, a file spec with its absolute path (so
+    downstream scripts started elsewhere find it), a module spec as it is."""
+    if is_spec(name):
+        path, _, cls = name.rpartition(":")
+        if path.endswith(".py"):
+            return f"{os.path.abspath(os.path.expanduser(path))}:{cls}"
+    return name
+
+
+def resolve(name):
+    """The record of a registry name or of a researcher's class spec (a UserError otherwise)."""
+    if name in MODELS:
+        return MODELS[name]
+    if not is_spec(name):
+        raise UserError(f"unknown model {name!r}; known: {', '.join(MODELS)}, or path/to/file.py:Class "
+                        f"or package.module:Class for your own")
+    from models.custom import load_class  # only for researchers' classes: imports their code
+    cls = load_class(name)
+    si = getattr(cls, "scale_invariant", False) is True
+    return ModelRecord(name, cls, si, {}, {}, SI_RECIPE if si else PRACTICAL_RECIPE)
+
+
+def construct(record, num_classes, in_channels, model_args):
+    """record.cls(num_classes=, in_channels=, **model_args); a constructor error is a UserError."""
+    from models.custom import construct as make
+    return make(record.cls, num_classes, in_channels, model_args)
+
+
+def build(model, seed, model_args=None, **kwargs):
+    """A model with the initial weights of model seed `seed` (the same for every LR). model: a record
+    or a name/spec; model_args (and kwargs on top) hold num_classes and in_channels too. The global
+    RNG is forked, not reseeded, so building a model has no effect on other draws."""
+    record = resolve(model) if isinstance(model, str) else model
+    args = dict(model_args or {}, **kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_of("model_init", seed))
-        return MODELS[name](**model_args)
+        return construct(record, args.pop("num_classes"), args.pop("in_channels"), args)

@@ -24,10 +24,17 @@ LN_EPS = 1e-7
 
 
 class SIMLP(nn.Module):
-    """One SI MLP. `si_parameters()` are the trainable weights on the sphere."""
+    """One SI MLP for binary labels (one logit). `si_parameters()` are the trainable weights on the
+    sphere. Built like every model of the registry: SIMLP(num_classes=2, in_channels=D, **args),
+    where in_channels is the input dimension (32 for the tick data)."""
 
-    def __init__(self, in_dim=32, width=32, head_norm=10.0):
+    scale_invariant = True
+
+    def __init__(self, num_classes=2, in_channels=32, width=32, head_norm=10.0):
         super().__init__()
+        if num_classes != 2:
+            raise ValueError(f"SIMLP has one logit, for 2 classes, not {num_classes}")
+        in_dim = in_channels
         self.fc1 = nn.Linear(in_dim, width, bias=False)
         self.ln1 = nn.LayerNorm(width, eps=LN_EPS, elementwise_affine=False)
         self.fc2 = nn.Linear(width, width, bias=False)
@@ -51,6 +58,23 @@ class SIMLP(nn.Module):
             self.fc2.weight.copy_(weights["w2"])
             self.head.weight.copy_(weights["w3"].view(1, -1))
         return self
+
+
+# The population's tensors under SIMLP's state_dict keys: the one checkpoint layout of every run
+# holds model.state_dict() keys with a leading member dimension (DESIGN.md).
+STATE_KEYS = {"w1": "fc1.weight", "w2": "fc2.weight", "w3": "head.weight"}
+
+
+def to_state_dict(weights):
+    """Population weights {w1 (M, H, D), w2 (M, H, H), w3 (M, H)} -> SIMLP keys, stacked:
+    fc1.weight (M, H, D), fc2.weight (M, H, H), head.weight (M, 1, H). Shares storage."""
+    return {STATE_KEYS[k]: v.reshape(v.shape[0], 1, -1) if k == "w3" else v for k, v in weights.items()}
+
+
+def from_state_dict(state):
+    """The inverse of `to_state_dict` (the keys present among fc1.weight, fc2.weight, head.weight)."""
+    return {k: (state[n].reshape(state[n].shape[0], -1) if k == "w3" else state[n])
+            for k, n in STATE_KEYS.items() if n in state}
 
 
 def init_member(seed, in_dim=32, width=32, radius=1.0, head_norm=10.0):

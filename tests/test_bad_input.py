@@ -3,10 +3,12 @@ import hashlib
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import run
 from test_images_data import write_cifar
+from test_own_model import MODELS_PY, write_npz
 from utils import checkpoint
 
 
@@ -43,6 +45,13 @@ def world(tmp_path_factory):
         path = str(w / name / "checkpoints" / "final.pt")
         ckpt = checkpoint.load(path)
         checkpoint.save(path, dict(ckpt, model_args=dict(ckpt["model_args"], **change)))
+    # a researcher's model file and data files, good and bad
+    (w / "my_models.py").write_text(MODELS_PY + "\nNOT_A_CLASS = 3\n")
+    write_npz(w / "good.npz")
+    good = dict(np.load(w / "good.npz"))
+    np.savez(w / "no_y_test.npz", **{k: v for k, v in good.items() if k != "y_test"})
+    np.savez(w / "negative_labels.npz", **dict(good, y_train=good["y_train"] - 1))
+    np.savez(w / "labels_2d.npz", **dict(good, y_train=good["y_train"][:, None]))
     (w / "empty").mkdir()
     (w / "synthetic").mkdir()
     (w / "synthetic" / "sweep.txt").write_text("synthetic smoke parts d0 d1\n")  # a sweep started with --jobs 2
@@ -104,6 +113,49 @@ CASES = {
     "image swa other class count": ("swa.py", "--from", "{w}/img_classes", "--out", "{w}/new"),
     "image finetune missing epoch": ("finetune.py", "--from", "{w}/img", "--lr", "1e-4", "--from_epoch", "7",
                                      "--out", "{w}/new"),
+    # a researcher's model and data
+    "own model file missing": ("train.py", "--model", "{w}/nope.py:Net", "--dataset", "{w}/good.npz", "--lr", "1e-3",
+                               "--out", "{w}/new"),
+    "own model no such class": ("train.py", "--model", "{w}/my_models.py:Nope", "--dataset", "{w}/good.npz",
+                                "--lr", "1e-3", "--out", "{w}/new"),
+    "own model not a class": ("train.py", "--model", "{w}/my_models.py:NOT_A_CLASS", "--dataset", "{w}/good.npz",
+                              "--lr", "1e-3", "--out", "{w}/new"),
+    "own model not a module": ("train.py", "--model", "{w}/my_models.py:NotAModule", "--dataset", "{w}/good.npz",
+                               "--lr", "1e-3", "--out", "{w}/new"),
+    "own model constructor raises": ("train.py", "--model", "{w}/my_models.py:Raises", "--dataset", "{w}/good.npz",
+                                     "--lr", "1e-3", "--out", "{w}/new"),
+    "own model bad model_args": ("train.py", "--model", "{w}/my_models.py:SICNN", "--dataset", "{w}/good.npz",
+                                 "--model_args", "width=four", "--lr", "1e-3", "--out", "{w}/new"),
+    "own model unknown model_arg": ("train.py", "--model", "{w}/my_models.py:SICNN", "--dataset", "{w}/good.npz",
+                                    "--model_args", "depth=3", "--lr", "1e-3", "--out", "{w}/new"),
+    "own model cannot take the images": ("train.py", "--model", "{w}/my_models.py:Flat", "--dataset",
+                                         "{w}/good.npz", "--lr", "1e-3", "--out", "{w}/new"),
+    "own model false invariance claim": ("train.py", "--model", "{w}/my_models.py:ClaimsButBiased", "--dataset",
+                                         "{w}/good.npz", "--lr", "1e-3", "--out", "{w}/new"),
+    "own data missing file": ("train.py", "--model", "convnet_si", "--dataset", "{w}/nope.npz", "--lr", "1e-3",
+                              "--out", "{w}/new"),
+    "own data missing array": ("train.py", "--model", "convnet_si", "--dataset", "{w}/no_y_test.npz",
+                               "--lr", "1e-3", "--out", "{w}/new"),
+    "own data negative labels": ("train.py", "--model", "convnet_si", "--dataset", "{w}/negative_labels.npz",
+                                 "--lr", "1e-3", "--out", "{w}/new"),
+    "own data labels of the wrong shape": ("train.py", "--model", "convnet_si", "--dataset", "{w}/labels_2d.npz",
+                                           "--lr", "1e-3", "--out", "{w}/new"),
+    "own data bad function": ("train.py", "--model", "convnet_si", "--dataset", "no_such_module:load",
+                              "--lr", "1e-3", "--out", "{w}/new"),
+    "momentum with adam": ("train.py", "--model", "resnet18", "--dataset", "{w}/good.npz", "--optimizer", "adam",
+                           "--momentum", "0.9", "--lr", "1e-3", "--out", "{w}/new"),
+    "sphere on for a practical model": ("train.py", "--model", "resnet18", "--dataset", "{w}/good.npz",
+                                        "--sphere", "on", "--lr", "1e-3", "--out", "{w}/new"),
+    "population backend with adam": ("train.py", "--smoke", "--optimizer", "adam", "--lr", "1e-3",
+                                     "--out", "{w}/new"),
+    "negative weight decay": ("train.py", "--model", "convnet_si", "--dataset", "{w}/good.npz", "--weight_decay",
+                              "-1", "--lr", "1e-3", "--out", "{w}/new"),
+    "data_seed for fixed data": ("train.py", "--model", "convnet_si", "--dataset", "{w}/good.npz", "--data_seed",
+                                 "1", "--lr", "1e-3", "--out", "{w}/new"),
+    "model_args sets num_classes": ("train.py", "--model", "convnet_si", "--dataset", "{w}/good.npz",
+                                    "--model_args", "num_classes=3", "--lr", "1e-3", "--out", "{w}/new"),
+    "finetune sphere off of an SI run": ("finetune.py", "--from", "{w}/img", "--lr", "1e-4", "--sphere", "off",
+                                         "--out", "{w}/new"),
 }
 
 

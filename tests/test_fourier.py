@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from utils.args import UserError
-from utils.fourier import band_filter, band_index, band_test_sets, parse_bands
+from utils.fourier import band_filter, band_index, band_test_sets, default_bands, parse_bands
 
 
 def _images(n=4, c=3, h=32, w=32, seed=0):
@@ -133,3 +133,12 @@ def test_band_test_sets_normalisation():
 def test_band_test_sets_rejects_blank_group():
     with pytest.raises(UserError):
         list(band_test_sets(_images(n=1), parse_bands("0,33-40"), (0.5,) * 3, (0.25,) * 3))
+
+
+@pytest.mark.parametrize("h, w", [(32, 32), (12, 12), (28, 28), (16, 24), (5, 3), (2, 2), (1, 1), (64, 64)])
+def test_default_bands_partition_every_size(h, w):
+    """The default groups of any image size cover bands 0..top exactly once (the paper's at 32x32)."""
+    groups = parse_bands(default_bands(h, w))
+    covered = [b for _, lo, hi in groups for b in range(lo, hi + 1)]
+    assert covered == list(range(int(band_index(h, w).max()) + 1))
+    assert (default_bands(h, w) == "0,1-8,9-24,25-32") == ((h, w) == (32, 32))

@@ -2,23 +2,22 @@
 finetune -> swa for every model, the sphere after every step, the frozen head, SWA against the
 mean of the checkpoints it averages, and BN statistics against a manual recomputation."""
 import argparse
+import random
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from conftest import ROOT, run
+from conftest import interrupt_at, run
 from test_images_data import write_cifar
 from models import build
 from utils import checkpoint
 from data.images import augment_draws
-from utils.image_stage import bn_batches, load_data, make_optimizer
+from models import MODELS
+from utils.image_stage import bn_batches, optimizer, read_data as load_data
 from utils.image_step import TrainStep, epoch_generator, speed_setup, speed_switches, train_epoch, use_bf16
 from utils.rundir import RunDir
-from utils.sphere import project_, recompute_bn_stats, si_norm, si_parameters
+from utils.sphere import make_optimizer, project_, recompute_bn_stats, si_norm, si_parameters
 
 # 5 x 24 training and 40 test images: enough for batches of 32 and a partial last batch (8)
 SIZES = {**{f"data_batch_{i}": 24 for i in range(1, 6)}, "test_batch": 40}
@@ -42,7 +41,9 @@ CPU = ("--device", "cpu")
 
 
 def states(path):
-    return checkpoint.load(str(path))["states"]
+    """The members' state_dicts of a checkpoint (stored as one stacked state_dict)."""
+    ckpt = checkpoint.load(str(path))
+    return [checkpoint.member(ckpt["state"], i) for i in range(len(ckpt["members"]))]
 
 
 @pytest.mark.parametrize("model", ["convnet_si", "resnet18_si", "resnet18"])
@@ -77,12 +78,12 @@ def test_radius_holds_after_every_step(cifar):
     model = build("resnet18_si", 1, width=4, num_classes=10, in_channels=3)
     radius = 3.0
     project_(model, radius)
-    opt = torch.optim.SGD(si_parameters(model), lr=0.5 * radius ** 2)
+    opt = make_optimizer(si_parameters(model), "sgd", 0.5 * radius ** 2, radius=radius)
     norms = []
     model.register_forward_pre_hook(lambda mod, inp: norms.append(si_norm(mod)))
     perm = torch.randperm(len(data["y_train"]), generator=epoch_generator(0, 1, 1))
     sums = torch.zeros(3, dtype=torch.float64)
-    step = TrainStep(model, opt, data, 16, aug=False, radius=radius, device=torch.device("cpu"))
+    step = TrainStep(model, opt, data, 16, aug=False, device=torch.device("cpu"))
     done = train_epoch(step, perm, None, 0, sums, None)
     norms.append(si_norm(model))
     assert done == 8 and len(norms) == 9 and sums[2].item() == 120
@@ -129,19 +130,21 @@ def test_swa_is_the_mean_of_the_window_with_recomputed_bn(cifar, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("model, bf16, compile_", [("convnet_si", False, False), ("resnet18_si", True, False),
-                                                   ("resnet18", "auto", False), ("convnet_si", False, True)])
-def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16, compile_):
+@pytest.mark.parametrize("model, bf16, compile_, opt_name", [
+    ("convnet_si", False, False, "sgd"), ("resnet18_si", True, False, "sgd"), ("resnet18", "auto", False, "sgd"),
+    ("convnet_si", False, True, "sgd"), ("convnet_si", False, False, "adam"), ("resnet18", "auto", False, "adamw")])
+def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16, compile_, opt_name):
     # 120 images in batches of 32: three replays of the captured step and an eager batch of 24 per epoch
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False  # as train.py on CUDA
     cuda, si = torch.device("cuda"), model != "resnet18"
     data = load_data("cifar10", cifar, False, None, None, cuda)
+    recipe = dict(MODELS[model].recipe, optimizer=opt_name, momentum=0.9 if opt_name == "sgd" and not si else 0.0)
     out = []
     for graph in (False, True):
         net = build(model, 0, width=4, num_classes=10, in_channels=3).to(cuda)
         radius = si_norm(net) if si else None
-        opt = make_optimizer(net, 0.05 * radius ** 2 if si else 0.05, si)
-        step = TrainStep(net, opt, data, 32, aug=not si, radius=radius, device=cuda, bf16=bf16,
+        opt = optimizer(net, recipe, 0.05 if opt_name == "sgd" else 1e-3, radius, cuda)  # as run_image_stage
+        step = TrainStep(net, opt, data, 32, aug=not si, device=cuda, bf16=bf16,
                          channels_last="auto", compile_=compile_, cuda_graph=graph)  # train.py's memory format
         assert step.bf16 == (bf16 is True or (bf16 == "auto" and not si))
         sums = torch.zeros(3, dtype=torch.float64, device=cuda)
@@ -151,7 +154,8 @@ def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16, compile_):
             assert train_epoch(step, perm, None if si else augment_draws(120, generator=g, device=cuda),
                                0, sums, None) == 4
         assert (step.graph is not None) == graph
-        buffers = [opt.state[p].get("momentum_buffer") for p in net.parameters()]
+        # the optimizer's state too (momentum; Adam's step count and moments): the warm-up left no trace
+        buffers = [opt.state[p].get(k) for p in net.parameters() for k in ("momentum_buffer", "step", "exp_avg")]
         out.append((net.state_dict(), buffers, sums))
     (a, bufs_a, sums_a), (b, bufs_b, sums_b) = out
     for k in a:
@@ -162,23 +166,22 @@ def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16, compile_):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig):
+    # Interrupted right after the evaluation line of epoch 2 or 3 (the checkpoint of the epoch before
+    # exists by then): over ten epochs remain, seconds of work on any machine, so the signal always
+    # lands mid-run, and SIGTERM (honoured between batches) in the epoch after that line.
+    epochs, at = 16, random.choice([2, 3])
     args = ["--dataset", "cifar10", "--data_dir", str(cifar), "--model", "convnet_si", "--width", "4",
-            "--batch_size", "8", "--lr", "1e-2", "3e-1", "--epochs", "4", "--threads", "1", *CPU]
+            "--batch_size", "8", "--lr", "1e-2", "3e-1", "--epochs", str(epochs), "--threads", "1", *CPU]
     run("train.py", *args, "--out", tmp_path / "ref")
-    proc = subprocess.Popen([sys.executable, "train.py", *args, "--out", str(tmp_path / "cut")], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    t0 = time.time()
-    while not (tmp_path / "cut" / "checkpoints" / "last.pt").exists():
-        assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()
-        time.sleep(0.02)
-    time.sleep(0.5 * torch.rand(1).item())  # somewhere in a later epoch
-    proc.send_signal(sig)
-    out, _ = proc.communicate()
-    if proc.returncode == 0 or RunDir(str(tmp_path / "cut")).is_complete():
-        pytest.skip("the run finished before the signal arrived")
+    returncode, out = interrupt_at("train.py", *args, "--out", tmp_path / "cut", sig=sig,
+                                   moment=rf"epoch +{at}/{epochs} \|")
+    assert returncode != 0 and not RunDir(str(tmp_path / "cut")).is_complete(), \
+        f"the run finished before {sig.name} at epoch {at}\n{out[-3000:]}"
     if sig == signal.SIGTERM:  # a checkpoint of the very batch it stopped at
-        assert proc.returncode == 143 and "SIGTERM: checkpoint written at epoch" in out, out
+        assert returncode == 143 and "SIGTERM: checkpoint written at epoch" in out, out
         assert checkpoint.load(str(tmp_path / "cut" / "checkpoints" / "last.pt"))["pos"] is not None
+    else:
+        assert returncode == -signal.SIGKILL, out
     resumed = run("train.py", *args, "--out", tmp_path / "cut")
     assert "resuming" in resumed.stdout
     ref, cut = states(tmp_path / "ref" / "checkpoints" / "final.pt"), states(tmp_path / "cut" / "checkpoints" / "final.pt")
@@ -210,8 +213,8 @@ def test_compiled_step_trains_as_the_eager_one(cifar):
     for compile_ in (False, True):
         net = build("convnet_si", 0, width=4, num_classes=10, in_channels=3)
         radius = si_norm(net)
-        step = TrainStep(net, make_optimizer(net, 1e-4 * radius ** 2, True), data, 32, aug=False, radius=radius,
-                         device=cpu, compile_=compile_)
+        step = TrainStep(net, make_optimizer(si_parameters(net), "sgd", 1e-4 * radius ** 2, radius=radius), data, 32,
+                         aug=False, device=cpu, compile_=compile_)
         sums = torch.zeros(3, dtype=torch.float64)
         perm = torch.randperm(120, generator=epoch_generator(0, 0, 1))
         assert train_epoch(step, perm, None, 0, sums, None) == 4

@@ -65,6 +65,39 @@ def speed_flags(g):
                         "auto: on for CUDA")
 
 
+def recipe_flags(p):
+    """The training recipe (DESIGN.md, "Extending it"): every field defaults to the model record's
+    (the paper's SI or practical recipe); finetune.py and swa.py inherit the parent run's."""
+    g = p.add_argument_group("recipe (default: the model record's; finetune.py, swa.py: the parent run's)")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None, help="optimizer")
+    g.add_argument("--momentum", type=float, default=None, help="SGD momentum (SI: 0; practical: 0.9)")
+    g.add_argument("--weight_decay", type=float, default=None, help="weight decay (SI: 0; practical: 5e-4)")
+    g.add_argument("--augment", choices=("none", "crop_flip"), default=None,
+                   help="training augmentation: none, or random crop (padding 4) + horizontal flip")
+    g.add_argument("--sphere", choices=("on", "off"), default=None,
+                   help="projected training on one sphere of all trainable weights (needs a model that "
+                        "is scale-invariant; checked at start-up)")
+    return p
+
+
+RECIPE = ("optimizer", "momentum", "weight_decay", "augment", "sphere")
+
+
+def resolve_recipe(args, base):
+    """The run's recipe: `base` (the model record's, or the parent run's) with the flags given on top.
+    A flag that does not apply (momentum for Adam) or a negative value is a UserError."""
+    recipe = dict(base, **{k: getattr(args, k) for k in RECIPE if getattr(args, k) is not None})
+    for k in ("momentum", "weight_decay"):
+        if not (math.isfinite(recipe[k]) and recipe[k] >= 0):
+            raise UserError(f"--{k} must be finite and >= 0, got {recipe[k]}")
+    if recipe["optimizer"] != "sgd":
+        if args.momentum is not None and args.momentum != 0:
+            raise UserError(f"--momentum {args.momentum:g} does not apply to --optimizer {recipe['optimizer']}; "
+                            f"drop it")
+        recipe["momentum"] = 0.0  # an SGD momentum inherited from a parent or a record does not carry over
+    return recipe
+
+
 # Flags that say how a run is executed, not what it computes: they may differ on resume.
 EXECUTION_FLAGS = {"out", "device", "threads", "checkpoint_every", "data_dir", "download", "channels_last",
                    "compile", "cuda_graph"}

@@ -1,7 +1,10 @@
 """Self-describing checkpoints, written atomically.
 
-A checkpoint is a dict with at least `format`, `kind` ("pretrain", "finetune", "swa"), `model`,
-`model_args` and `state`, so downstream scripts need only its path. Writes go to a temporary
+A checkpoint is a dict with at least `format`, `kind` ("pretrain", "finetune", "swa"), `model` and
+`model_args` (the record's name or the researcher's class spec, and its constructor arguments),
+`dataset`, `recipe`, `members` and `state`: all members' weights as ONE stacked state_dict of the
+model class (the keys of `model.state_dict()`, each tensor with a leading member dimension), for
+every model and backend alike, so downstream scripts need only its path. Writes go to a temporary
 file that replaces the target with os.replace; the previous checkpoint is kept as `<name>.prev`
 and used when the newest one cannot be read (a crash in the middle of a write, a truncated copy).
 """
@@ -11,7 +14,18 @@ import torch
 
 from utils.args import UserError
 
-FORMAT = "lrl-checkpoint-v1"
+FORMAT = "lrl-checkpoint-v2"
+OLD_FORMATS = ("lrl-checkpoint-v1",)  # per-member lists / w1-w2-w3 tensors: read by no script now
+
+
+def stack(states):
+    """Member state_dicts (the same keys) -> one state_dict whose tensors have a leading member dim."""
+    return {k: torch.stack([s[k].detach().cpu() for s in states]) for k in states[0]}
+
+
+def member(state, i):
+    """Member i's state_dict out of a stacked one."""
+    return {k: v[i] for k, v in state.items()}
 
 
 def save(path, obj):
@@ -28,6 +42,9 @@ def save(path, obj):
 
 def _read(path):
     obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and obj.get("format") in OLD_FORMATS:
+        raise UserError(f"{path} was written by an earlier version of this repository ({obj['format']}); "
+                        f"rerun that run with this version (delete its directory first)")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError("not a checkpoint of this project")
     return obj
@@ -46,6 +63,8 @@ def load(path, kinds=None, fallback=True):
             continue
         try:
             obj = _read(p)
+        except UserError:  # readable, but of an old format: falling back would hide that
+            raise
         except Exception as e:  # truncated, corrupt or foreign file: report, try the previous one
             problems.append(f"{p}: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
             continue

@@ -45,6 +45,23 @@ def parse_bands(spec, flag="--bands"):
     return groups
 
 
+PAPER_BANDS = "0,1-8,9-24,25-32"  # 32x32 images: background colour, low, mid, high (PROTOCOL.md section 5)
+
+
+def default_bands(h, w):
+    """The default band groups for h x w images: the paper's for 32x32; for other sizes the same
+    split scaled to the top band (|k| + |l| up to h // 2 + w // 2), e.g. 0,1-3,4-9,10-12 for 12x12."""
+    top = h // 2 + w // 2
+    if top == 32:
+        return PAPER_BANDS
+    edges = sorted({e for e in (round(top * 8 / 32), round(top * 24 / 32), top) if 1 <= e <= top})
+    groups, lo = ["0"], 1
+    for e in edges:
+        groups.append(f"{lo}-{e}" if e > lo else f"{e}")
+        lo = e + 1
+    return ",".join(groups)
+
+
 def band_index(h, w, device=None):
     """LongTensor (h, w): band |k| + |l| of each entry of the centred (fftshift-ed) spectrum.
 

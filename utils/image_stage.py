@@ -10,10 +10,11 @@ and a member's result does not depend on the others:
   epoch's batches can be rebuilt without replaying earlier ones (exact resume, SWA continuing a
   pre-training run with the batches that run would have seen).
 
-SI models (convnet_si, resnet18_si): plain SGD (momentum 0, weight decay 0) on the SI parameters,
-lr = ELR x R^2, then every step all of them are rescaled jointly to norm R (utils/sphere.py); no
-augmentation. Practical (resnet18): SGD momentum 0.9, weight decay 5e-4 on all parameters at the
-given LR, random crop (padding 4) and horizontal flip, no sphere.
+The recipe is the run's (flags; the model record's defaults): with the sphere on (SI models: SGD,
+momentum 0, weight decay 0, no augmentation) the optimizer steps the trainable parameters at
+lr = ELR x R^2 and then rescales all of them jointly to norm R (utils/sphere.py: ProjectedSGD ...);
+with it off (the practical ResNet-18: SGD momentum 0.9, weight decay 5e-4, crop + flip) the LR is
+used as it is. Parameters with requires_grad=False (a frozen head) are never trained.
 
 Data stay on the device as tensors (data/images.py): the training set normalised once (SI) or as
 uint8 augmented per batch (practical); batch indices are slices of one permutation per epoch.
@@ -26,17 +27,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.images import augment_draws, load_images, normalize
-from models import SCALE_INVARIANT, build
+from data.images import augment_draws, normalize
+from models import build, resolve
 from utils import checkpoint
 from utils.args import UserError
 from utils.image_step import TrainStep, autocast, batch_starts, epoch_generator, speed_setup, train_epoch, use_bf16
 from utils.population import StopFlag, final_metrics
 from utils.seeding import generator
-from utils.sphere import recompute_bn_stats, si_norm, si_parameters
+from utils.sphere import make_optimizer, recompute_bn_stats, si_norm, si_parameters
 
 STAGE_SALT = {"pretrain": 0, "finetune": 1}  # swa continues pre-training: its batches use salt 0
-PRACTICAL = {"momentum": 0.9, "weight_decay": 5e-4}
 EVAL_BATCH = {"cpu": 128}  # forward-only batches; big ones are 2-3x slower on CPUs (page faults), others: 1000
 
 
@@ -45,13 +45,18 @@ EVAL_BATCH = {"cpu": 128}  # forward-only batches; big ones are 2-3x slower on C
 SMOKE_SIZE = 256  # --smoke: at most this many training and test images
 
 
-def load_data(dataset, data_dir, download, train_size, test_size, device, smoke=False):
-    """The dataset on `device` (data/images.py), plus normalised float copies of both splits.
+def read_data(record, data_dir, download, train_size, test_size, device, smoke=False):
+    """The dataset of a record (data/__init__.py; or its name) on `device`, plus normalised float
+    copies of both splits.
 
     train_size, test_size: keep the first N images of each split (None: all; with `smoke`, at most
     SMOKE_SIZE). The sizes used are in d["train_size"], d["test_size"] (for the run's checkpoint).
     """
-    d = load_images(dataset, data_dir, download=download, train_size=train_size, device=device)
+    if isinstance(record, str):
+        from data import resolve as resolve_dataset
+        record = resolve_dataset(record)
+    dataset = record.name
+    d = record.load(data_dir, download, train_size, device)
     if smoke and train_size is None:
         d["x_train"], d["y_train"] = d["x_train"][:SMOKE_SIZE], d["y_train"][:SMOKE_SIZE]
     if smoke and test_size is None:
@@ -66,16 +71,18 @@ def load_data(dataset, data_dir, download, train_size, test_size, device, smoke=
     return d
 
 
-def make_optimizer(model, lr, si):
-    """Projected SGD's plain step for SI models; the practical setting's SGD otherwise."""
-    if si:
-        return torch.optim.SGD(si_parameters(model), lr=lr, momentum=0, weight_decay=0)
-    return torch.optim.SGD(model.parameters(), lr=lr, **PRACTICAL)
+def optimizer(model, recipe, elr, radius, device):
+    """The recipe's optimizer over the trainable parameters; on the sphere (radius given) a projected
+    one at lr = ELR x R^2 that rescales them jointly to norm R after every step."""
+    params = si_parameters(model) if radius is not None else [p for p in model.parameters() if p.requires_grad]
+    lr = elr * radius ** 2 if radius is not None else elr
+    return make_optimizer(params, recipe["optimizer"], lr, recipe["momentum"], recipe["weight_decay"],
+                          radius=radius, capturable=device.type == "cuda")
 
 
-def weight_norm(model, si):
-    """The norm logged as weight_norm: the SI parameters' (the radius), else all parameters'."""
-    if si:
+def weight_norm(model, sphere):
+    """The norm logged as weight_norm: the SI parameters' (the radius) on the sphere, else all parameters'."""
+    if sphere:
         return si_norm(model)
     return math.sqrt(sum(p.detach().double().pow(2).sum().item() for p in model.parameters()))
 
@@ -92,14 +99,16 @@ def load_state(model, state, what):
 def run_data(ckpt, data_dir, device, download=False):
     """The data an image run used, from its checkpoint: its dataset and subset sizes, read from
     data_dir (None: the folder the run read)."""
+    from data import resolve as resolve_dataset
     d = ckpt["data"]
-    return load_data(ckpt["dataset"], data_dir or d["data_dir"], download, d["train_size"], d["test_size"], device)
+    return read_data(resolve_dataset(ckpt["dataset"]), data_dir or d["data_dir"], download, d["train_size"],
+                     d["test_size"], device)
 
 
 def eval_model(ckpt, device, state=None):
     """A model of an image run's architecture for evaluation (the memory format training used on
     `device`), holding `state` when given."""
-    model = speed_setup(build(ckpt["model"], 0, **ckpt["model_args"]), device, "auto", False)
+    model = speed_setup(build(resolve(ckpt["model"]), 0, ckpt["model_args"]), device, "auto", False)
     if state is not None:
         load_state(model, state, "the checkpoint's weights")
     return model
@@ -112,9 +121,9 @@ def parent_setup(ckpt, args, device):
     if data["num_classes"] != ckpt["model_args"]["num_classes"]:
         raise UserError(f"{ckpt['dataset']} has {data['num_classes']} classes but the checkpoint's model "
                         f"{ckpt['model_args']['num_classes']}")
-    model = build(ckpt["model"], 0, **ckpt["model_args"])
-    for m, state in zip(ckpt["members"], ckpt["states"]):  # before anything is written
-        load_state(model, state, f"the checkpoint's member {m['member']}")
+    model = build(resolve(ckpt["model"]), 0, ckpt["model_args"])
+    for i, m in enumerate(ckpt["members"]):  # before anything is written
+        load_state(model, checkpoint.member(ckpt["state"], i), f"the checkpoint's member {m['member']}")
     return data
 
 
@@ -134,11 +143,11 @@ def evaluate(model, x, y, device, bf16=False, train_mode=False):
     return loss.item() / len(y), correct.item() / len(y)
 
 
-def sharpness(model, data, batch_size, si):
+def sharpness(model, data, batch_size, sphere):
     """Appendix G's sharpness: the mean over the training set's mini-batches (in order, no shuffle,
     no augmentation, train-mode BN) of the norm of the mini-batch gradient w.r.t. the SI parameters
     (every trainable parameter of a practical model). BN running statistics are left as they were."""
-    params = si_parameters(model) if si else [p for p in model.parameters() if p.requires_grad]
+    params = si_parameters(model) if sphere else [p for p in model.parameters() if p.requires_grad]
     saved = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
     model.train()
     x, y = data["xn_train"], data["y_train"]
@@ -161,13 +170,14 @@ def bn_batches(data, batch_size, seed):
 
 # ---------------------------------------------------------------- the stage
 
-def run_image_stage(rd, *, kind, members, inits, salt, epoch0, epochs, data, meta, batch_size, device,
+def run_image_stage(rd, *, kind, members, state, salt, epoch0, epochs, data, meta, batch_size, device,
                     eval_every, checkpoint_every, save_epochs=(), swa=False, bf16=False, channels_last=False,
                     compile_=False, cuda_graph=False, with_sharpness=False):
     """Train every member for `epochs` epochs; returns results.json's content.
 
     members: members.jsonl rows, each with lr (ELR), seed and radius (None: no sphere);
-    inits: one state_dict per member (the starting weights); salt, epoch0: batches of stage epoch
+    state: the members' starting weights, one stacked state_dict (utils/checkpoint.py); meta: what
+    the checkpoints record besides (model, model_args, dataset, recipe ...); salt, epoch0: batches of stage epoch
     e (1-based) are those of epoch epoch0 + e under `salt`, so SWA (salt 0, epoch0 = the parent's
     epochs) sees what longer pre-training would have seen. swa: also average each member's weights
     at the start and after every epoch (torch.optim.swa_utils.AveragedModel), then recompute the
@@ -175,20 +185,18 @@ def run_image_stage(rd, *, kind, members, inits, salt, epoch0, epochs, data, met
     with_sharpness: train rows also carry `sharpness` (see `sharpness`; one more pass per evaluation).
     bf16, channels_last, compile_, cuda_graph: the speed switches (utils/image_step.py; bf16 may be "auto").
     """
-    name, model_args = meta["model"], meta["model_args"]
-    si = SCALE_INVARIANT[name]
-    bf16 = use_bf16(bf16, device, si)  # evaluation runs under the same autocast as training
+    record, model_args, recipe = resolve(meta["model"]), meta["model_args"], meta["recipe"]
+    sphere, aug = recipe["sphere"] == "on", recipe["augment"] == "crop_flip"
+    bf16 = use_bf16(bf16, device, sphere)  # evaluation runs under the same autocast as training
     models, opts, steps, avgs = [], [], [], []  # modules (state, evaluation), optimizers, training steps, ...
-    for m, init in zip(members, inits):
-        model = build(name, m["seed"], **model_args)
-        load_state(model, init, f"member {m['member']}'s starting point")
+    for i, m in enumerate(members):
+        model = build(record, m["seed"], model_args)
+        load_state(model, checkpoint.member(state, i), f"member {m['member']}'s starting point")
         model = model.to(device)
-        lr = m["lr"] * m["radius"] ** 2 if si else m["lr"]
         models.append(model)
-        opts.append(make_optimizer(model, lr, si))
-        steps.append(TrainStep(model, opts[-1], data, batch_size, aug=not si, radius=m["radius"] if si else None,
-                               device=device, bf16=bf16, channels_last=channels_last, compile_=compile_,
-                               cuda_graph=cuda_graph))
+        opts.append(optimizer(model, recipe, m["lr"], m["radius"] if sphere else None, device))
+        steps.append(TrainStep(model, opts[-1], data, batch_size, aug=aug, device=device, bf16=bf16,
+                               channels_last=channels_last, compile_=compile_, cuda_graph=cuda_graph))
         if swa:
             avgs.append(torch.optim.swa_utils.AveragedModel(model, use_buffers=False))
     epoch, pos = 0, None
@@ -196,7 +204,7 @@ def run_image_stage(rd, *, kind, members, inits, salt, epoch0, epochs, data, met
     if ckpt is not None:
         epoch, pos = ckpt["epoch"], ckpt["pos"]
         for i in range(len(members)):
-            models[i].load_state_dict(ckpt["states"][i])
+            models[i].load_state_dict(checkpoint.member(ckpt["state"], i))
             opts[i].load_state_dict(ckpt["opts"][i])
             if swa:
                 avgs[i].load_state_dict(ckpt["avgs"][i])
@@ -208,12 +216,12 @@ def run_image_stage(rd, *, kind, members, inits, salt, epoch0, epochs, data, met
         if swa:
             for a, model in zip(avgs, models):
                 a.update_parameters(model)  # the starting point is the window's first checkpoint
-        rd.append_metrics(eval_rows(models, members, data, 0, 0, None, si, device, bf16,
+        rd.append_metrics(eval_rows(models, members, data, 0, 0, None, sphere, device, bf16,
                                   with_sharpness and batch_size))
 
     def save(path, pos=None):
         checkpoint.save(path, dict(meta, kind=kind, members=members, epoch=epoch, pos=pos,
-                                   states=[_cpu(m.state_dict()) for m in models],
+                                   state=checkpoint.stack([m.state_dict() for m in models]),
                                    opts=[_cpu(o.state_dict()) for o in opts],
                                    avgs=[_cpu(a.state_dict()) for a in avgs] if swa else None))
 
@@ -235,7 +243,7 @@ def run_image_stage(rd, *, kind, members, inits, salt, epoch0, epochs, data, met
                 pos = None
             g = epoch_generator(salt, m["seed"], epoch0 + e)  # drawn on the CPU: the same on any device
             perm = torch.randperm(n_train, generator=g).to(device)
-            draws = None if si else augment_draws(n_train, generator=g, device=device)  # in batch order
+            draws = augment_draws(n_train, generator=g, device=device) if aug else None  # in batch order
             done = train_epoch(step, perm, draws, start, sums[i], stop)
             if stop.set:
                 save(rd.last_ckpt, pos={"member": i, "batch": done, "sums": [s.cpu() for s in sums]})
@@ -250,7 +258,7 @@ def run_image_stage(rd, *, kind, members, inits, salt, epoch0, epochs, data, met
         epoch = e
         bar.update(1)
         if epoch % eval_every == 0 or epoch == epochs:
-            rows = eval_rows(models, members, data, epoch, epoch * steps_per_epoch, sums, si, device, bf16,
+            rows = eval_rows(models, members, data, epoch, epoch * steps_per_epoch, sums, sphere, device, bf16,
                              with_sharpness and batch_size)
             rd.append_metrics(rows)
             images = len(members) * n_train * (epoch - first) / max(train_seconds, 1e-9)
@@ -264,7 +272,7 @@ def run_image_stage(rd, *, kind, members, inits, salt, epoch0, epochs, data, met
         for a, model, m in zip(avgs, models, members):
             model.load_state_dict(a.module.state_dict())
             recompute_bn_stats(model, bn_batches(data, batch_size, m["seed"]))
-        rows = eval_rows(models, members, data, epoch, epoch * steps_per_epoch, None, si, device, bf16)
+        rows = eval_rows(models, members, data, epoch, epoch * steps_per_epoch, None, sphere, device, bf16)
         rd.append_metrics([dict(r, swa=True) for r in rows])
         print(f"SWA of {epochs + 1} checkpoints | {digest(rows)}")
     final_rows = [r for r in rd.metrics() if r["epoch"] == epoch and r.get("swa", False) == swa]
@@ -285,7 +293,7 @@ def _cpu(state):
     return state
 
 
-def eval_rows(models, members, data, epoch, step, sums, si, device, bf16, sharpness_batch=None):
+def eval_rows(models, members, data, epoch, step, sums, sphere, device, bf16, sharpness_batch=None):
     """metrics.jsonl rows of every member: train (the epoch's running mean over its mini-batches,
     train-mode BN; at epoch 0 and after SWA a clean pass over the training set with eval-mode BN)
     and test (eval-mode BN). sharpness_batch: also the train row's `sharpness` at this batch size."""
@@ -297,12 +305,12 @@ def eval_rows(models, members, data, epoch, step, sums, si, device, bf16, sharpn
             s = sums[i].tolist()
             train = (s[0] / s[2], s[1] / s[2])
         test = evaluate(model, data["xn_test"], data["y_test"], device, bf16)
-        norm = weight_norm(model, si)
+        norm = weight_norm(model, sphere)
         for split, (loss, acc) in (("train", train), ("test", test)):
             rows.append({"member": m["member"], "epoch": epoch, "step": step, "split": split, "loss": loss,
                          "acc": acc, "weight_norm": norm, "lr": m["lr"]})
         if sharpness_batch:
-            rows[-2]["sharpness"] = sharpness(model, data, sharpness_batch, si)
+            rows[-2]["sharpness"] = sharpness(model, data, sharpness_batch, sphere)
     return rows
 
 

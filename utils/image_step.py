@@ -1,7 +1,7 @@
 """One image member's training step and epoch, and the speed switches (utils/image_stage.py runs
 the stages with them; bench/images.py times them).
 
-    step = TrainStep(model, opt, data, 128, aug=False, radius=R, device=device, cuda_graph=True)
+    step = TrainStep(model, opt, data, 128, aug=False, device=device, cuda_graph=True)  # opt: ProjectedSGD ...
     g = epoch_generator(salt, seed, epoch)                    # the member's epoch, on the CPU
     perm = torch.randperm(n, generator=g).to(device)          # then augment_draws(n, generator=g)
     train_epoch(step, perm, None, 0, sums, stop)              # one step per batch of perm
@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from data.images import crop_flip, normalize
 from utils.args import UserError
 from utils.seeding import generator
-from utils.sphere import project_
 
 
 # ---------------------------------------------------------------- the speed switches
@@ -31,12 +30,12 @@ def speed_switches(args, device):
     return {"bf16": args.bf16, "channels_last": args.channels_last, "compile_": args.compile, "cuda_graph": graph}
 
 
-def use_bf16(bf16, device, scale_invariant):
+def use_bf16(bf16, device, sphere):
     """bf16: True/"on", False/"off" or "auto": on for CUDA for models off the sphere (the practical
-    ResNet-18: 1.5x faster on an H100, test accuracy unchanged over 3 seeds), off for SI models (it
-    cost them 1-10 points) and on CPUs (README, Benchmarks)."""
+    ResNet-18: 1.5x faster on an H100, test accuracy unchanged over 3 seeds), off for models on the
+    sphere (it cost the SI models 1-10 points) and on CPUs (README, Benchmarks)."""
     if bf16 == "auto":
-        return device.type == "cuda" and not scale_invariant
+        return device.type == "cuda" and not sphere
     return bf16 in (True, "on")
 
 
@@ -79,24 +78,25 @@ class TrainStep:
     on CUDA, replayed from a CUDA graph (one launch for the whole step instead of hundreds; small
     models are bound by those launches).
 
-    The step reads the batch through static buffers (the indices; for the practical setting also
-    the crop offsets and flips), so the same code serves both ways: gather the images (practical:
-    crop, flip, normalise), forward, cross-entropy, backward, SGD, the sphere projection (SI), and
-    loss x n, correct and n added to `self.sums` (float64, on the device). The graph is captured at
-    the first full batch, after three warm-up steps whose effects (weights, BN buffers, momentum,
-    sums) are undone, so a graphed run trains as the eager one does. A shorter last batch runs
+    The step reads the batch through static buffers (the indices; with augmentation also the crop
+    offsets and flips), so the same code serves both ways: gather the images (augmented: crop, flip,
+    normalise), forward, cross-entropy, backward, the optimizer's step (a projected optimizer also
+    rescales onto the sphere, utils/sphere.py), and loss x n, correct and n added to `self.sums`
+    (float64, on the device). The graph is captured at the first full batch, after three warm-up
+    steps whose effects (weights, BN buffers, optimizer state, sums) are undone, so a graphed run
+    trains as the eager one does. A shorter last batch runs
     eagerly. bf16, channels_last, compile_, cuda_graph: the speed switches (`speed_switches`);
     the model is trained in the form `speed_setup` gives it (bf16 "auto": `use_bf16`).
     """
 
     WARMUP = 3  # steps on a side stream before capture (cuDNN/cuBLAS set-up, allocations, --compile's compiling)
 
-    def __init__(self, model, opt, data, batch_size, *, aug, radius, device, bf16=False, channels_last=False,
+    def __init__(self, model, opt, data, batch_size, *, aug, device, bf16=False, channels_last=False,
                  compile_=False, cuda_graph=False):
         self.net = speed_setup(model, device, channels_last, compile_)  # shares model's parameters
         self.model, self.opt, self.data = model, opt, data
-        self.batch_size, self.radius, self.device = batch_size, radius, device
-        self.bf16 = use_bf16(bf16, device, getattr(model, "scale_invariant", True))
+        self.batch_size, self.device = batch_size, device
+        self.bf16 = use_bf16(bf16, device, opt.defaults.get("radius") is not None)
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.draws = torch.zeros(3, batch_size, dtype=torch.long, device=device) if aug else None
         self.mean = torch.tensor(data["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -131,8 +131,6 @@ class TrainStep:
             loss = F.cross_entropy(out.float(), yb)
         loss.backward()
         self.opt.step()
-        if self.radius is not None:
-            project_(self.model, self.radius)
         with torch.no_grad():
             self.sums[:2] += torch.stack([loss.detach().double() * n, (out.argmax(1) == yb).sum().double()])
             self.sums[2] += n
@@ -141,8 +139,8 @@ class TrainStep:
         n = self.batch_size
         state = {k: v.clone() for k, v in self.model.state_dict().items()}
         params = [p for group in self.opt.param_groups for p in group["params"]]
-        buffer = lambda p: self.opt.state.get(p, {}).get("momentum_buffer")  # noqa: E731 (opt.state: a defaultdict)
-        momenta = {p: buffer(p).clone() for p in params if buffer(p) is not None}
+        tensors = lambda p: {k: v for k, v in self.opt.state.get(p, {}).items() if torch.is_tensor(v)}  # noqa: E731
+        saved = {p: {k: v.clone() for k, v in tensors(p).items()} for p in params}  # momentum, Adam's moments, step
         sums = self.sums.clone()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -154,12 +152,9 @@ class TrainStep:
         with torch.no_grad():  # undo the warm-up: in place, the graph keeps these addresses
             for k, v in self.model.state_dict().items():
                 v.copy_(state[k])
-            for p in params:  # a buffer the warm-up created starts at 0: 0 x momentum + grad = grad
-                buf = buffer(p)
-                if p in momenta:
-                    buf.copy_(momenta[p])
-                elif buf is not None:
-                    buf.zero_()
+            for p in params:  # state the warm-up created starts at 0, as a fresh optimizer's does
+                for k, v in tensors(p).items():  # (SGD: 0 x momentum + grad = grad; Adam: step 0, zero moments)
+                    v.copy_(saved[p][k]) if k in saved[p] else v.zero_()
             self.sums.copy_(sums)
         self.opt.zero_grad(set_to_none=True)  # backward allocates the gradients inside the graph
         self.graph = torch.cuda.CUDAGraph()

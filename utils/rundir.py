@@ -107,8 +107,11 @@ class RunDir:
         return ckpt
 
     # ---- writing (the script that owns the run) ----
-    def start(self, args, stage, members, parent=None):
+    def start(self, args, stage, members, parent=None, meta=None):
         """Create the run, or check that an existing one is the same configuration.
+
+        meta: what downstream readers (report.py) need without opening a checkpoint: the model's
+        constructor arguments, the recipe, the chance level ...; kept in config.json as it is.
 
         Returns "complete", "resume" or "new". Nothing is written when the directory holds a
         different run, so a typo in --out can never clobber other results.
@@ -142,7 +145,7 @@ class RunDir:
             raise UserError(f"cannot write to {self.path}: {e.strerror}; choose another --out")
         config = {
             "stage": stage, "settings": settings, "args": vars(args), "argv": sys.argv,
-            "parent": parent, "git_commit": git_commit(), "torch": torch.__version__,
+            "parent": parent, "meta": meta or {}, "git_commit": git_commit(), "torch": torch.__version__,
             "python": platform.python_version(), "host": socket.gethostname(),
             "slurm": {k: v for k, v in os.environ.items() if k.startswith("SLURM_") and
                       k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME")},

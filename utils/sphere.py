@@ -9,11 +9,19 @@ would be wrong for residual networks (models/resnet.py).
 stored as stacked tensors (models/mlp.py): projected SGD is a plain SGD step followed by either.
 Neither synchronises with the host, so they run every step on CUDA at no cost.
 
+`ProjectedSGD`, `ProjectedAdam`, `ProjectedAdamW` do the same as torch.optim Optimizers (the
+parent's step, then the projection of all their trainable parameters), for code that drives an
+optimizer itself; `make_optimizer` builds the one a recipe names.
+
 `recompute_bn_stats` is what SWA and linear interpolation need: averaged or interpolated weights
 come with no matching BN running statistics, so they are re-estimated with one pass over data.
 """
+import math
+
 import torch
 from torch import nn
+
+from utils.args import UserError
 
 
 def si_parameters(model):
@@ -42,7 +50,18 @@ def project_(model, radius):
     Stays on the device (no .item()), so it can run after every optimizer step without a sync.
     Per-tensor norms are in the parameters' dtype, their combination in float64.
     """
-    params = si_parameters(model)
+    project_params_(si_parameters(model), radius)
+
+
+@torch.no_grad()
+def project_params_(params, radius):
+    """Rescale the tensors `params` (a non-empty list) by one common factor so that their total L2
+    norm is `radius`, in place; what `project_` and the Projected* optimizers do after each step.
+
+    Per-tensor norms are in the parameters' dtype (one _foreach_norm), their combination in float64;
+    the factor stays a device tensor (no .item(), no host sync), so this can be captured in a CUDA
+    graph.
+    """
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)).double())
     torch._foreach_mul_(params, (radius / total).to(params[0].dtype))
 
@@ -88,3 +107,87 @@ def recompute_bn_stats(model, batches):
     if not seen:
         raise ValueError("recompute_bn_stats got no batches")
     return model
+
+
+# Projected optimizers: real torch.optim.Optimizers, so that any training code (an LR range test, a
+# Lightning module, a plain loop) can drive projected SGD/Adam with no call of its own after step().
+class _Projected:
+    """Mixin: the parent optimizer's step, then `project_params_` of all trainable parameters of all
+    param groups jointly (one sphere). The radius is a hyperparameter of every param group, so it
+    is saved by state_dict() and restored by load_state_dict()."""
+
+    def __init__(self, params, *args, radius, **kwargs):
+        if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not 0 < radius < float("inf"):
+            raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
+        super().__init__(params, *args, **kwargs)
+        self.defaults["radius"] = float(radius)  # for param groups added later
+        for group in self.param_groups:
+            group.setdefault("radius", float(radius))
+
+    @property
+    def radius(self):
+        radii = {group.get("radius", self.defaults["radius"]) for group in self.param_groups}
+        if len(radii) != 1:
+            raise ValueError(f"param groups disagree on the radius {sorted(radii)}: there is one sphere")
+        return radii.pop()
+
+    def step(self, closure=None):
+        # The parent's step without torch's step-hook wrapper (the wrapper runs the step hooks, and
+        # it wraps this step already): hooks then run once, around the whole projected step.
+        parent = super().step.__func__
+        if getattr(parent, "hooked", False):
+            parent = parent.__wrapped__
+        loss = parent(self, closure)
+        # Frozen parameters (requires_grad False, e.g. an SI model's fixed head passed in with
+        # model.parameters()) are not trained, so they are not on the sphere either.
+        project_params_([p for group in self.param_groups for p in group["params"] if p.requires_grad],
+                        self.radius)
+        return loss
+
+
+class ProjectedSGD(_Projected, torch.optim.SGD):
+    """torch.optim.SGD, then all trainable parameters jointly rescaled to total norm `radius` after each step:
+    the projected SGD of PROTOCOL.md section 2 with momentum 0, weight decay 0.
+    ProjectedSGD(params, lr, ..., radius=R) takes SGD's arguments plus the keyword `radius`."""
+
+
+class ProjectedAdam(_Projected, torch.optim.Adam):
+    """torch.optim.Adam, then all trainable parameters jointly rescaled to total norm `radius` after
+    each step."""
+
+
+class ProjectedAdamW(_Projected, torch.optim.AdamW):
+    """torch.optim.AdamW, then all trainable parameters jointly rescaled to total norm `radius` after
+    each step."""
+
+
+OPTIMIZERS = {"sgd": (torch.optim.SGD, ProjectedSGD), "adam": (torch.optim.Adam, ProjectedAdam),
+              "adamw": (torch.optim.AdamW, ProjectedAdamW)}
+
+
+def make_optimizer(params, name, lr, momentum=0.0, weight_decay=0.0, radius=None, capturable=False):
+    """The optimizer of a recipe: `name` sgd | adam | adamw; radius None -> the plain torch optimizer,
+    else its Projected* form on the sphere of that radius. momentum is SGD's (Adam's are its betas);
+    capturable=True makes Adam/AdamW keep their step count on the device (CUDA graphs; SGD needs no
+    flag). Bad values raise UserError naming the flag.
+    """
+    if name not in OPTIMIZERS:
+        raise UserError(f"--optimizer {name!r}: unknown; known: {', '.join(OPTIMIZERS)}")
+    if not math.isfinite(lr) or lr <= 0:
+        raise UserError(f"--lr {lr!r}: the learning rate must be finite and > 0")
+    if not math.isfinite(weight_decay) or weight_decay < 0:
+        raise UserError(f"--weight_decay {weight_decay!r}: must be finite and >= 0")
+    if name != "sgd" and momentum:
+        raise UserError(f"--momentum does not apply to --optimizer {name} (it has betas of its own); "
+                        "leave --momentum at 0 or use --optimizer sgd")
+    if not math.isfinite(momentum) or not 0 <= momentum < 1:
+        raise UserError(f"--momentum {momentum!r}: must be in [0, 1)")
+    if radius is not None and (not math.isfinite(radius) or radius <= 0):
+        raise UserError(f"--radius {radius!r}: the sphere's radius must be finite and > 0")
+    plain, projected = OPTIMIZERS[name]
+    kwargs = dict(lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        kwargs["momentum"] = momentum
+    elif capturable:
+        kwargs["capturable"] = True
+    return plain(params, **kwargs) if radius is None else projected(params, radius=radius, **kwargs)

@@ -1,0 +1,159 @@
+"""The nn.Module backend (utils/engine.py): any model class, one member at a time, in epochs; the
+functions the scripts call, over the stage loop and the evaluation of utils/image_stage.py.
+
+    backend = engine.backend(models.resolve("convnet_si"))   # this module
+    backend.resolve_schedule(args, dataset, "pretrain")       # --epochs and the evaluation schedule
+    inits, radii = backend.initial_states(record, model_args, seeds, radius, data, device)
+    results = backend.train(rd, kind="pretrain", members=..., state=..., ...)
+"""
+import copy
+import time
+
+import torch
+
+from models import build
+from utils import checkpoint
+from utils.args import UserError, check_positive, resolve_epoch_schedule
+from utils.geometry import angle, barrier, interpolate
+from utils.image_stage import (STAGE_SALT, bn_batches, eval_model, evaluate, parent_setup, read_data, run_data,
+                               run_image_stage)
+from utils.image_step import speed_switches
+from utils.sphere import project_, recompute_bn_stats, si_norm
+
+UNIT = "epochs"
+FOREIGN_FLAGS = ("iters", "keep_snapshots", "snapshot_every")  # the population backend's
+
+
+def resolve_schedule(args, dataset, kind):
+    """Stage length (--epochs; the dataset record's default) and the evaluation/checkpoint schedule."""
+    args.epochs = args.epochs or (dataset.smoke_lengths if args.smoke else dataset.lengths)[kind]
+    check_positive(args.epochs, "--epochs")
+    resolve_epoch_schedule(args, args.epochs, getattr(args, "save_epochs", []))
+
+
+def check_recipe(recipe):
+    """Every recipe applies to an nn.Module (the sphere's claim is checked in `initial_states`)."""
+
+
+def length_text(args):
+    return f"{args.epochs} epochs"
+
+
+def speed(args, device):
+    return speed_switches(args, device)
+
+
+def load_data(dataset, args, device):
+    """The data a new run trains on (train.py): the record's, on `device`, with what the run records."""
+    d = read_data(dataset, args.data_dir or "datasets", args.download, args.train_size, args.test_size, device,
+                  smoke=args.smoke)
+    d["in_channels"] = d["x_train"].shape[1]
+    d["summary"] = f"{d['train_size']} train / {d['test_size']} test images of {tuple(d['x_train'].shape[1:])}"
+    d["record"] = {"data_dir": args.data_dir or "datasets", "train_size": d["train_size"], "test_size": d["test_size"],
+                   "image_size": list(d["x_train"].shape[2:])}
+    return d
+
+
+def initial_states(record, model_args, seeds, radius, data, device):
+    """Each model seed's initial state_dict and sphere radius. radius: False = no sphere; None = the
+    SI weights' norm at initialisation; a number = projected onto that sphere. A model on the sphere
+    has its scale-invariance claim checked numerically first (models/custom.py)."""
+    from models.custom import check_scale_invariant
+    inits, radii = {}, {}
+    for s in seeds:
+        model = build(record, s, model_args)
+        if not inits:  # the first model: does it take these images, and is the sphere's claim true?
+            x = data["xn_train"][:8].cpu()
+            try:
+                with torch.no_grad():
+                    out = copy.deepcopy(model).train()(x)
+            except Exception as e:
+                raise UserError(f"{record.name} cannot take these {tuple(x.shape[1:])} images: "
+                                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            if tuple(out.shape) != (len(x), model_args["num_classes"]):
+                raise UserError(f"{record.name} returns {tuple(out.shape)} for a batch of {len(x)}, expected "
+                                f"(batch, num_classes) = ({len(x)}, {model_args['num_classes']})")
+            if radius is not False:
+                check_scale_invariant(model, x)
+        if radius is not False and radius is not None:
+            project_(model, radius)
+        radii[s] = (radius or si_norm(model)) if radius is not False else None
+        inits[s] = model.state_dict()
+    return inits, radii
+
+
+def train(rd, *, kind, members, state, data, meta, args, device, speed):
+    """A pre-training or fine-tuning stage: `run_image_stage` with the run's schedule."""
+    return run_image_stage(rd, kind=kind, members=members, state=state, salt=STAGE_SALT[kind], epoch0=0,
+                           epochs=args.epochs, data=data, meta=meta, batch_size=meta["batch_size"], device=device,
+                           eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                           save_epochs=set(args.save_epochs), with_sharpness=getattr(args, "sharpness", False),
+                           **speed)
+
+
+def parent_data(ckpt, args, device):
+    return parent_setup(ckpt, args, device)
+
+
+def check_swa(args, ckpt):
+    """SWA-N continues the parent for N - 1 epochs: the evaluation/checkpoint schedule of those."""
+    resolve_epoch_schedule(args, args.n_models - 1)
+
+
+def swa(rd, *, members, ckpt, data, meta, args, device, speed):
+    """Continue pre-training at the PLR from the parent's last epoch E for N - 1 epochs and average
+    the weights at epochs E .. E+N-1 (run_image_stage with swa=True)."""
+    n, e = args.n_models, ckpt["epoch"]
+    window = list(range(e, e + n))
+    print(f"SWA-{n} of {len(members)} {meta['model']}: continue at the PLR from epoch {e} of {meta['parent']} to "
+          f"epoch {window[-1]}, average epochs {window}, recompute BN statistics")
+    results = run_image_stage(rd, kind="swa", members=members, state=ckpt["state"], salt=0, epoch0=e, epochs=n - 1,
+                              data=data, meta=dict(meta, swa_epochs=window), batch_size=meta["batch_size"],
+                              device=device, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                              swa=True, save_epochs=set(range(1, n)) if args.keep_window else set(), **speed)
+    return dict(results, swa_epochs=window)
+
+
+def test_set(ckpt, args, device):
+    """The run's test set: normalised x, labels y, and the uint8 images with mean/std (band sets)."""
+    d = run_data(ckpt, args.data_dir, device)
+    return {"x": d["xn_test"], "y": d["y_test"], "raw": d["x_test"], "mean": d["mean"], "std": d["std"]}
+
+
+def member_accuracy(ckpt, x, y, device, state=None):
+    """Accuracy (M,) float64 of every member (of `state`, default the checkpoint's) on normalised
+    images x (N, C, H, W), y (N,), eval-mode BN."""
+    state = ckpt["state"] if state is None else state
+    return torch.tensor([evaluate(eval_model(ckpt, device, checkpoint.member(state, i)), x, y, device)[1]
+                         for i in range(len(ckpt["members"]))], dtype=torch.float64)
+
+
+def paths(pairs, alphas, args, device):
+    """Geometry: per pair (angle, train_err, test_err) along the re-projected linear path (`path`).
+    pairs: (name, (plr, seed, data_seed), (ckpt, i), (ckpt, j))."""
+    data, out, t0 = run_data(pairs[0][2][0], args.data_dir, device), [], time.perf_counter()
+    for p, k, (ca, i), (cb, j) in pairs:
+        out.append(path(ca, i, cb, j, alphas, data, device))
+        print(f"  {p:8s} PLR {k[0]:<8g} seed {k[1]}: angle {out[-1][0] or float('nan'):.3f} rad, barrier "
+              f"train {barrier(out[-1][1]):.2%} test {barrier(out[-1][2]):.2%} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+    return out
+
+
+def path(ckpt_a, i, ckpt_b, j, alphas, data, device):
+    """One pair of solutions: (angle, train_err, test_err) along the linear path between them, each
+    point re-projected onto the sphere (if the run has one) and its BN statistics recomputed."""
+    model = eval_model(ckpt_a, device)
+    sa, sb = checkpoint.member(ckpt_a["state"], i), checkpoint.member(ckpt_b["state"], j)
+    # the path's coordinates: the trainable parameters (on the sphere: the SI weights)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    wa, wb = {n: sa[n] for n in names}, {n: sb[n] for n in names}
+    member = ckpt_a["members"][i]
+    radius = member["radius"]
+    train_err, test_err = [], []
+    for a in alphas:
+        model.load_state_dict(dict(sa, **interpolate(wa, wb, a, radius)))
+        recompute_bn_stats(model, bn_batches(data, ckpt_a["batch_size"], member["seed"]))
+        test_err.append(1 - evaluate(model, data["xn_test"], data["y_test"], device)[1])
+        train_err.append(1 - evaluate(model, data["xn_train"], data["y_train"], device, train_mode=True)[1])
+    return angle(wa, wb) if radius is not None else None, train_err, test_err
