@@ -33,7 +33,7 @@ when results.json exists.
 import data as datasets
 import models
 from utils import engine
-from utils.args import (Parser, UserError, check_lrs, check_seeds, common_parser, image_parser, main_guard,
+from utils.args import (Parser, UserError, check_lrs, check_positive, check_seeds, common_parser, image_parser, main_guard,
                         recipe_flags, resolve_recipe, setup_torch)
 from utils.rundir import RunDir
 
@@ -97,7 +97,8 @@ def resolve(args):
                         f"sphere trains with --sphere off")
     if args.radius is not None and not (args.radius > 0 and recipe["sphere"] == "on"):
         raise UserError(f"--radius {args.radius}: needs a positive radius and the sphere on")
-    args.batch_size = args.batch_size or (64 if args.smoke and not dataset.per_seed else dataset.batch_size)
+    args.batch_size = args.batch_size or (dataset.smoke_batch_size if args.smoke else dataset.batch_size)
+    check_positive(args.batch_size, "--batch_size")
     backend.resolve_schedule(args, dataset, "pretrain")
     return model, dataset, backend, recipe
 

@@ -15,6 +15,7 @@ class DatasetRecord:
     inputs: str             # "image" (N, C, H, W uint8) or "vector" (N, D float): must match the model's
     per_seed: bool          # drawn anew for every data seed (--data_seed); runs then train one group per seed pair
     batch_size: int         # default mini-batch size
+    smoke_batch_size: int   # --smoke
     lengths: dict           # default stage lengths, in the training backend's unit (iterations or epochs)
     smoke_lengths: dict     # --smoke
     features: str           # what eval_fourier.py measures: "single_feature" sets or frequency "bands"
@@ -25,7 +26,7 @@ class DatasetRecord:
 
 
 def _image(name, load):
-    return DatasetRecord(name, "image", False, 128, {"pretrain": 200, "finetune": 200},
+    return DatasetRecord(name, "image", False, 128, 64, {"pretrain": 200, "finetune": 200},
                          {"pretrain": 2, "finetune": 2}, "bands", load)
 
 
@@ -40,7 +41,7 @@ def _custom_loader(spec):
 
 # Synthetic tick data (PROTOCOL.md section 7): batch 16, 40000 + 20000 iterations, one dataset per
 # data seed (data/tick.py), 16 single-feature test sets, 11 points per interpolation path.
-TICK = DatasetRecord("tick", "vector", True, 16, {"pretrain": 40000, "finetune": 20000},
+TICK = DatasetRecord("tick", "vector", True, 16, 16, {"pretrain": 40000, "finetune": 20000},
                      {"pretrain": 200, "finetune": 100}, "single_feature", points=11, draw=tick.tick_data,
                      feature_sets=tick.single_feature_sets)
 DATASETS = {"tick": TICK, **{n: _image(n, _builtin_loader(n)) for n in images.DATASETS}}

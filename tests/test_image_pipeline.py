@@ -164,14 +164,18 @@ def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16, compile_, opt_na
     assert torch.equal(sums_a, sums_b) and sums_a[2].item() == 240
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig):
+ADAM = ("--optimizer", "adam", "--weight_decay", "1e-4", "--augment", "crop_flip")  # ProjectedAdam, augmented
+
+
+@pytest.mark.parametrize("sig, recipe", [(signal.SIGKILL, ()), (signal.SIGTERM, ()), (signal.SIGTERM, ADAM)],
+                         ids=["kill", "term", "term-adam"])
+def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig, recipe):
     # Interrupted right after the evaluation line of epoch 2 or 3 (the checkpoint of the epoch before
     # exists by then): over ten epochs remain, seconds of work on any machine, so the signal always
     # lands mid-run, and SIGTERM (honoured between batches) in the epoch after that line.
     epochs, at = 16, random.choice([2, 3])
     args = ["--dataset", "cifar10", "--data_dir", str(cifar), "--model", "convnet_si", "--width", "4",
-            "--batch_size", "8", "--lr", "1e-2", "3e-1", "--epochs", str(epochs), "--threads", "1", *CPU]
+            "--batch_size", "8", "--lr", "1e-2", "3e-1", "--epochs", str(epochs), "--threads", "1", *CPU, *recipe]
     run("train.py", *args, "--out", tmp_path / "ref")
     returncode, out = interrupt_at("train.py", *args, "--out", tmp_path / "cut", sig=sig,
                                    moment=rf"epoch +{at}/{epochs} \|")
@@ -189,6 +193,12 @@ def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert RunDir(str(tmp_path / "ref")).metrics() == RunDir(str(tmp_path / "cut")).metrics()
     assert RunDir(str(tmp_path / "cut")).results()["members"] == RunDir(str(tmp_path / "ref")).results()["members"]
+    # the optimizer's state too (Adam's step counts and moments), the same after the resume
+    opts = [checkpoint.load(str(tmp_path / r / "checkpoints" / "final.pt"))["opts"] for r in ("ref", "cut")]
+    flat = [[v for o in run_opts for st in o["state"].values() for v in st.values()] for run_opts in opts]
+    assert len(flat[0]) == len(flat[1]) and all(torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+                                                for a, b in zip(*flat))
+    assert bool(recipe) == any("exp_avg" in st for o in opts[0] for st in o["state"].values())
 
 
 def test_speed_switch_defaults():

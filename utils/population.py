@@ -70,9 +70,11 @@ def speed(args, device):
 
 
 def load_data(dataset, args, device):
-    """What the run records of its data; the data themselves are drawn per data seed in `run_stage`."""
-    return {"num_classes": 2, "in_channels": 32, "record": {},
-            "summary": f"data seeds {args.data_seed}, 512 train / 2000 test points each"}
+    """What the run records of its data, read off the first data seed's draw (the data themselves
+    are drawn per data seed where they are used, `group_data`)."""
+    d = dataset.draw(args.data_seed[0])
+    return {"num_classes": int(d["y_train"].max()) + 1, "in_channels": d["x_train"].shape[1], "record": {},
+            "summary": f"data seeds {args.data_seed}, {len(d['y_train'])} train / {len(d['y_test'])} test points each"}
 
 
 def initial_states(record, model_args, seeds, radius, data, device):
