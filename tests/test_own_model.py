@@ -58,6 +58,15 @@ MODELS_PY = textwrap.dedent('''
             self.head.bias.requires_grad_(True)
 
 
+    class BiasBeforeNorm(SICNN):
+        """Scale-invariant all the same: each conv's bias scales with its weight and the norm removes both."""
+        scale_invariant = True
+
+        def __init__(self, num_classes, in_channels, width=4):
+            super().__init__(num_classes, in_channels, width)
+            self.body[0] = nn.Conv2d(in_channels, width, 3, padding=1, bias=True)
+
+
     class Raises(nn.Module):
         def __init__(self, num_classes, in_channels):
             raise RuntimeError("no GPU, no model")
@@ -168,6 +177,18 @@ def test_a_false_scale_invariance_claim_is_refused(own, tmp_path):
     # the practical recipe does not claim anything: the same class trains off the sphere
     run("train.py", "--model", f"{own}/my_models.py:ClaimsButBiased", "--dataset", own / "my_data.npz",
         "--lr", "1e-3", "--epochs", "1", "--sphere", "off", "--threads", "1", "--out", tmp_path / "off")
+
+
+def test_a_true_claim_with_a_bias_trains_on_the_sphere(own, tmp_path):
+    """A trainable bias before a norm without affine keeps the model scale-invariant: the numbers
+    decide, not the parameter's shape."""
+    tiny(own, "BiasBeforeNorm", tmp_path / "run", "--lr", "1e-2", "--epochs", "2")
+    rd = RunDir(str(tmp_path / "run"))
+    radius = rd.members()[0]["radius"]
+    assert all(r["weight_norm"] == pytest.approx(radius, rel=1e-5) for r in rd.metrics())
+    state = checkpoint.load(str(tmp_path / "run" / "checkpoints" / "final.pt"))["state"]
+    init = build(resolve(f"{own}/my_models.py:BiasBeforeNorm"), 0, num_classes=3, in_channels=3).state_dict()
+    assert not torch.equal(state["body.0.bias"][0], init["body.0.bias"])  # the bias trained
 
 
 def test_recipe_is_recorded_and_inherited(own, tmp_path):
