@@ -33,8 +33,8 @@ when results.json exists.
 import data as datasets
 import models
 from utils import engine
-from utils.args import (Parser, UserError, check_lrs, check_positive, check_seeds, common_parser, image_parser, main_guard,
-                        recipe_flags, resolve_recipe, setup_torch)
+from utils.args import (Parser, UserError, check_lrs, check_positive, check_seeds, common_parser, image_parser,
+                        main_guard, recipe_flags, resolve_recipe, setup_torch)
 from utils.rundir import RunDir
 
 

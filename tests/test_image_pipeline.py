@@ -188,7 +188,7 @@ def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig, recipe):
         assert returncode == -signal.SIGKILL, out
     resumed = run("train.py", *args, "--out", tmp_path / "cut")
     assert "resuming" in resumed.stdout
-    ref, cut = states(tmp_path / "ref" / "checkpoints" / "final.pt"), states(tmp_path / "cut" / "checkpoints" / "final.pt")
+    ref, cut = (states(tmp_path / r / "checkpoints" / "final.pt") for r in ("ref", "cut"))
     for a, b in zip(ref, cut):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert RunDir(str(tmp_path / "ref")).metrics() == RunDir(str(tmp_path / "cut")).metrics()

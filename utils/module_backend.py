@@ -120,11 +120,9 @@ def test_set(ckpt, args, device):
     return {"x": d["xn_test"], "y": d["y_test"], "raw": d["x_test"], "mean": d["mean"], "std": d["std"]}
 
 
-def member_accuracy(ckpt, x, y, device, state=None):
-    """Accuracy (M,) float64 of every member (of `state`, default the checkpoint's) on normalised
-    images x (N, C, H, W), y (N,), eval-mode BN."""
-    state = ckpt["state"] if state is None else state
-    return torch.tensor([evaluate(eval_model(ckpt, device, checkpoint.member(state, i)), x, y, device)[1]
+def member_accuracy(ckpt, x, y, device):
+    """Accuracy (M,) float64 of every member on normalised images x (N, C, H, W), y (N,), eval-mode BN."""
+    return torch.tensor([evaluate(eval_model(ckpt, device, checkpoint.member(ckpt["state"], i)), x, y, device)[1]
                          for i in range(len(ckpt["members"]))], dtype=torch.float64)
 
 

@@ -82,8 +82,8 @@ def initial_states(record, model_args, seeds, radius, data, device):
     as SIMLP state_dicts, and the radius."""
     inits = {s: init_member(s, in_dim=model_args["in_channels"], width=model_args["width"], radius=radius)
              for s in seeds}
-    return ({s: {k: v[0] for k, v in to_state_dict({k: w[None] for k, w in w_.items()}).items()}
-             for s, w_ in inits.items()}, {s: radius for s in seeds})
+    one = lambda w: checkpoint.member(to_state_dict({k: v[None] for k, v in w.items()}), 0)  # noqa: E731
+    return {s: one(w) for s, w in inits.items()}, {s: radius for s in seeds}
 
 
 def parent_data(ckpt, args, device):
@@ -129,10 +129,9 @@ def test_set(ckpt, args, device):
     return {"x": d["x_test"], "y": d["y_test"]}
 
 
-def member_accuracy(ckpt, x, y, device, state=None):
-    """Accuracy (M,) float64 of every member (of `state`, default the checkpoint's) on its group's
-    samples x (P, N, 32), y (P, N)."""
-    w = from_state_dict(ckpt["state"] if state is None else state)
+def member_accuracy(ckpt, x, y, device):
+    """Accuracy (M,) float64 of every member on its group's samples x (P, N, 32), y (P, N)."""
+    w = from_state_dict(ckpt["state"])
     return evaluate({k: v.to(device) for k, v in w.items()}, len(data_seeds(ckpt)), x, y)[1]
 
 
@@ -144,7 +143,8 @@ def paths(pairs, alphas, args, device):
     A = {k: torch.stack([w(x)[k] for _, _, x, _ in pairs]) for k in ("w1", "w2", "w3")}  # (K, ...)
     B = {k: torch.stack([w(y)[k] for _, _, _, y in pairs]) for k in ("w1", "w2")}
     radius = pairs[0][2][0]["members"][pairs[0][2][1]]["radius"]
-    data = group_data(pairs[0][2][0]["dataset"], [k[2] for _, k, _, _ in pairs], device)  # (K, N, 32): each pair its data seed
+    # (K, N, 32): each pair on its own data seed's data
+    data = group_data(pairs[0][2][0]["dataset"], [k[2] for _, k, _, _ in pairs], device)
     K, errs = len(pairs), {"train": [], "test": []}
     for a in alphas:
         st = {k: ((1 - a) * A[k].double() + a * B[k].double()).float() for k in ("w1", "w2")}
