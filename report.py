@@ -53,6 +53,7 @@ def collect(root):
                 records.append(dict(m, **res, stage=stage, run=d, setup=config.get("settings", {}),
                                     meta=config.get("meta", {}),
                                     features=f.get("features"), bands=f.get("bands"),
+                                    band_split_groups=f.get("band_split_groups"),
                                     curve=curves.get(m["member"])))
     return records, notes
 
@@ -99,6 +100,21 @@ def band_means(recs):
     return {k: float(np.mean([b[k] for b in bands])) for k in keys}
 
 
+def band_split_means(recs):
+    """The band-split study (eval_fourier.py --band_splits; paper Fig. 16): for each low/mid split s
+    every member has, the mean over members of the accuracy on the low group 1..s and on the mid
+    group s+1..M: {"4": {"low": .., "mid": ..}, ...} in increasing s, or None."""
+    groups = [r.get("band_split_groups") or {} for r in recs]
+    if not recs or not all(groups):
+        return None
+    out = {}
+    for s in sorted(set.intersection(*(set(g) for g in groups)), key=int):
+        accs = [[(r.get("bands") or {}).get(g[s][part]) for r, g in zip(recs, groups)] for part in ("low", "mid")]
+        if all(a is not None for a in accs[0] + accs[1]):
+            out[s] = {"low": float(np.mean(accs[0])), "mid": float(np.mean(accs[1]))}
+    return out or None
+
+
 def stage_summary(recs):
     out = {}
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
@@ -106,6 +122,7 @@ def stage_summary(recs):
     out["n_seeds"] = len(recs)
     out["features_sorted"], out["features_sorted_std"] = sorted_features(recs)
     out["bands"] = band_means(recs)
+    out["band_splits"] = band_split_means(recs)
     return out
 
 

@@ -67,9 +67,11 @@ cd "$HERE"
 # ---------------------------------------------------------------- setups: model, dataset, grids, presets
 # PAPER: the authors' regime boundaries 1|2 2A|2B 2|3 (PROTOCOL.md section 4), drawn next to the detected
 # ones. DATA_SEEDS: data drawn per seed (the synthetic example); its sweeps train one population per part.
-SETUPS="synthetic convnet_si_cifar10 convnet_si_cifar100 resnet18_si_cifar10 resnet18_si_cifar100 resnet18_cifar10 resnet18_cifar100 convnet_si_fmnist"
+SETUPS="synthetic convnet_si_cifar10 convnet_si_cifar100 resnet18_si_cifar10 resnet18_si_cifar100 resnet18_cifar10 resnet18_cifar100 convnet_si_fmnist vit_cifar10 vit_fmnist"
 SI_PLRS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2 2e-2 5e-2 0.1 0.2 0.5 1"
-EXTRA="" SEEDS="0" IMG="" FT="" GEO="" DATA_SEEDS="" PAPER="" WIDTH="" DATASET="" MODEL="" CUSTOM=0
+EXTRA="" SEEDS="0" IMG="" FT="" GEO="" DATA_SEEDS="" PAPER="" WIDTH="" DATASET="" MODEL="" CUSTOM=0 MODEL_ARGS=""
+SWA="--n_models 5" FOURIER=""  # SWA: continue 4 epochs and average 5; FOURIER: eval_fourier.py's extra flags
+VIT_SWA="--n_models 5 --stride 2"  # appendix F: the run's own epochs E-8, E-6, ..., E (train.py --save_epochs)
 case "$SETUP" in
   synthetic) DATASET=tick MODEL=mlp_si PAPER="7.5e-3 1.78e-2 5.6e-2"
     # PROTOCOL.md section 7: logspace(-4.5,-2.25,10)[:-1] + logspace(-2.25,-1.25,9)[:-1] + logspace(-1.25,0,6)
@@ -94,6 +96,22 @@ case "$SETUP" in
     [ "$PRESET" != quick ] || {  # 2000 images, 30 epochs: long enough for the loss of small PLRs to head to zero
       PLRS="5e-4 2e-3 5e-3 1e-2 2e-2 5e-2 0.2"; FLRS="1e-4 1e-3"; WIDTH=8
       IMG="--epochs 30 --train_size 2000 --test_size 2000"; FT="--epochs 10"; GEO="--points 11"; } ;;
+  vit_cifar10) DATASET=cifar10 MODEL=vit_small PAPER="1e-4 1e-3 none" SWA=$VIT_SWA FOURIER="--band_splits 4,6,8,10"
+    # appendix F: 500 + 500 epochs of Adam (the model record's recipe: batch 512, weight decay 1e-4, RandAugment)
+    PLRS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2" FLRS="1e-5 2e-5 5e-5 1e-4"
+    IMG="--epochs 500 --save_epochs 492 494 496 498" FT="--epochs 500"
+    [ "$PRESET" != quick ] || {  # every other PLR, a tenth of the epochs on 10000 images
+      PLRS="1e-5 5e-5 2e-4 1e-3 5e-3"; IMG="--epochs 50 --train_size 10000 --save_epochs 42 44 46 48"
+      FT="--epochs 50"; } ;;
+  vit_fmnist) DATASET=fashion_mnist MODEL=vit_small SWA=$VIT_SWA FOURIER="--band_splits 4,6,8,10"
+    PLRS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2" FLRS="1e-5 1e-4"
+    IMG="--epochs 100 --save_epochs 92 94 96 98" FT="--epochs 100"
+    [ "$PRESET" != quick ] || {  # a small ViT on a Fashion-MNIST subset: under 30 minutes on 2 CPU cores
+      # (ViT-Small's recipe, but dim 64, depth 2, patches of 8 and batch 128, on 4000 + 2000 images)
+      PLRS="1e-4 3e-4 1e-3 3e-3 1e-2 3e-2"; FLRS="1e-5 1e-4"; GEO="--points 5"
+      MODEL_ARGS="dim=64 depth=2 heads=2 dim_head=32 mlp_dim=128 patch_size=8"
+      IMG="--epochs 30 --batch_size 128 --train_size 4000 --test_size 2000 --save_epochs 22 24 26 28"
+      FT="--epochs 10"; } ;;
   *) [ -n "$O_MODEL" ] && [ -n "$O_DATASET" ] || \
        die "unknown setup '$SETUP'; known: $SETUPS, or any name with --model and --dataset (your own)"
      CUSTOM=1 PLRS="1e-4 1e-3 1e-2 0.1 1" FLRS="1e-4 1e-3" ;;
@@ -106,11 +124,13 @@ if [ -z "$DATA_SEEDS" ]; then  # one run per PLR and seed: the image setups' pre
              PLRS=$(echo $PLRS | tr ' ' '\n' | awk 'NR % 2 == 1' | tr '\n' ' ')
              IMG="--epochs 30 --train_size 10000"; FT="--epochs 30"
            fi ;;
-    smoke) PLRS="1e-3 0.3"; FLRS="1e-4 1e-3"; EXTRA="--smoke" ;;
+    smoke) PLRS="1e-3 0.3"; FLRS="1e-4 1e-3"; EXTRA="--smoke" IMG="" FT="" GEO="" MODEL_ARGS=""
+           case "$SWA" in *--stride*) SWA="--n_models 2 --stride 1" IMG="--save_epochs 1" ;; esac ;;
   esac
 fi
 # overrides (and a custom setup's values)
-[ -z "$O_MODEL" ] || { MODEL=$O_MODEL; WIDTH=""; }
+[ -z "$O_MODEL" ] || { MODEL=$O_MODEL; WIDTH="" MODEL_ARGS=""; }
+[ -z "$O_MODEL_ARGS" ] || MODEL_ARGS=$O_MODEL_ARGS
 [ -z "$O_DATASET" ] || DATASET=$O_DATASET
 [ -z "$O_PLRS" ] || PLRS=$O_PLRS
 [ -z "$O_FLRS" ] || FLRS=$O_FLRS
@@ -122,8 +142,8 @@ LOW=${FLRS%% *} HIGH=${FLRS##* }
 q() { printf '%q' "$1"; }  # quote a word for a command line
 MARGS=""
 [ -z "$WIDTH" ] || MARGS="--width $WIDTH"
-if [ -n "$O_MODEL_ARGS" ]; then
-  MARGS="$MARGS --model_args"; for a in $O_MODEL_ARGS; do MARGS="$MARGS $(q "$a")"; done
+if [ -n "$MODEL_ARGS" ]; then
+  MARGS="$MARGS --model_args"; for a in $MODEL_ARGS; do MARGS="$MARGS $(q "$a")"; done
 fi
 DATA_FLAGS="--dataset $(q "$DATASET") --model $(q "$MODEL") $MARGS"
 REPORT_FLAGS=""; [ -z "$PAPER" ] || REPORT_FLAGS="--paper_boundaries $PAPER"
@@ -182,9 +202,10 @@ stage_commands() {
     case "$1" in
       pretrain) echo -e "$n\t$PY train.py $DATA_FLAGS ${RUN_ARGS[$i]} $IMG $EXTRA $DD $T --out $r/pretrain/$n" ;;
       finetune) echo -e "$n\t$PY finetune.py --from $r/pretrain/$n --lr $FLRS $FT $EXTRA $SHARPNESS $DD $T --out $r/finetune/$n" ;;
-      swa) echo -e "$n\t$PY swa.py --from $r/pretrain/$n --n_models 5 $EXTRA $DD $T --out $r/swa/$n" ;;
+      swa) echo -e "$n\t$PY swa.py --from $r/pretrain/$n $SWA $EXTRA $DD $T --out $r/swa/$n" ;;
       evaluate) local geo="--finetune $r/finetune/$n --swa $r/swa/$n --low $LOW --high $HIGH $EXTRA $GEO $DD"
-                echo -e "$n\t$PY eval_fourier.py --run $r/pretrain/$n $DD $T && $PY eval_fourier.py --run $r/finetune/$n $DD $T && $PY eval_fourier.py --run $r/swa/$n $DD $T && $PY eval_geometry.py $geo $T --out $r/geometry/$n" ;;
+                local ev="$FOURIER $DD $T"
+                echo -e "$n\t$PY eval_fourier.py --run $r/pretrain/$n $ev && $PY eval_fourier.py --run $r/finetune/$n $ev && $PY eval_fourier.py --run $r/swa/$n $ev && $PY eval_geometry.py $geo $T --out $r/geometry/$n" ;;
     esac
   done
 }

@@ -33,6 +33,10 @@ def build_parser():
     p.add_argument("--from", dest="parent", required=True, help="pre-training run directory")
     p.add_argument("--n_models", type=int, default=5, help="number of checkpoints to average (N): the "
                    "synthetic setup's last snapshots, or epochs E .. E+N-1 for images")
+    p.add_argument("--stride", type=int, default=None,
+                   help="module backend: instead of continuing, average the parent's own kept checkpoints, this "
+                        "many epochs apart, ending at its last epoch (train.py --save_epochs; the ViT recipe: "
+                        "--n_models 5 --stride 2 averages epochs 492, 494, ..., 500 of 500)")
     p.add_argument("--keep_window", action="store_true",
                    help="module backend: keep the continued weights of every epoch (checkpoints/epoch_NNNN.pt)")
     recipe_flags(p)

@@ -52,8 +52,8 @@ def build_parser():
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="model seed(s): initial point, batch order")
     p.add_argument("--data_seed", type=int, nargs="+", default=None,
                    help="data seed(s), for datasets drawn per seed (tick; default 0)")
-    p.add_argument("--batch_size", type=int, default=None, help="mini-batch size (default: the dataset "
-                   "record's: tick 16, the authors' value, see PROTOCOL.md 7; images 128)")
+    p.add_argument("--batch_size", type=int, default=None, help="mini-batch size (default: the model record's, "
+                   "else the dataset record's: tick 16, the authors' value, see PROTOCOL.md 7; images 128)")
     p.add_argument("--radius", type=float, default=None, help="sphere radius R (default: the model record's; "
                    "tick MLP 1; images: the SI weights' norm at initialisation)")
     recipe_flags(p)
@@ -97,7 +97,8 @@ def resolve(args):
                         f"sphere trains with --sphere off")
     if args.radius is not None and not (args.radius > 0 and recipe["sphere"] == "on"):
         raise UserError(f"--radius {args.radius}: needs a positive radius and the sphere on")
-    args.batch_size = args.batch_size or (dataset.smoke_batch_size if args.smoke else dataset.batch_size)
+    args.batch_size = args.batch_size or (dataset.smoke_batch_size if args.smoke else
+                                          model.batch_size or dataset.batch_size)
     check_positive(args.batch_size, "--batch_size")
     backend.resolve_schedule(args, dataset, "pretrain")
     return model, dataset, backend, recipe

@@ -38,6 +38,9 @@ for switches in "" "--compile" "--bf16 on"; do
     timeout 150 $PY bench/images.py --device cuda $switches ${switches:+--loops ours conventional}
 done
 
+step "3a. ViT-Small, whole epochs of our loop (Adam, RandAugment; CUDA graph from the first full batch)"
+timeout 120 $PY bench/images.py --device cuda --models vit_small --loops ours --steps 390 --rounds 2 --warmup 10 | tail -2
+
 for switches in "" "--compile" "--channels_last off" "--cuda_graph off"; do
     step "3. SI ResNet-18 width 32, whole epochs of our loop: ${switches:-train.py's defaults}"
     timeout 60 $PY bench/images.py --device cuda --models resnet18_si --loops ours --steps 390 --rounds 3 \
@@ -52,7 +55,7 @@ step "4. Fashion-MNIST accuracy, and the image tests on CUDA"
         while [ $# -gt 0 ] && [ "$1" != "--" ]; do seeds+=("$1"); shift; done
         [ $# -gt 0 ] && shift
         sw=("$@")
-        timeout 150 $PY train.py --dataset fashion_mnist --data_dir "$DATA" --model "$model" --width "$width" \
+        timeout 150 $PY train.py --dataset fashion_mnist --data_dir "$DATA" --model "$model" ${width:+--width "$width"} \
             --lr "$lr" --seed "${seeds[@]}" --epochs "$epochs" --device cuda "${sw[@]}" \
             --out "$TMP/$name" > "$TMP/$name.log" 2>&1 || { echo "$name failed:"; tail -5 "$TMP/$name.log"; }
         $PY - "$TMP/$name" "$name ${sw[*]:-defaults}" <<'EOF'
@@ -71,6 +74,8 @@ EOF
         acc "resnet18_w64${sw:+_switched}" 5 resnet18 64 0.05 0 1 2 -- $sw
     done
     acc "resnet18_w64_float32" 5 resnet18 64 0.05 0 1 2 -- --bf16 off
+    acc "vit_small_float32" 5 vit_small "" 1e-3 0 1 -- --bf16 off     # appendix F's recipe: Adam, RandAugment
+    acc "vit_small_bf16" 5 vit_small "" 1e-3 0 1 -- --bf16 on
 ) &
 acc_pid=$!
 xdist=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")

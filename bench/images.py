@@ -5,16 +5,18 @@
   python bench/images.py --device cuda --compile                  # GPU: 50,000 images, steps x10
   bash bench/cuda_check.sh DATA_DIR                                # all GPU timings and checks
 
-Each image model at its default width (convnet_si 32, resnet18_si 32, resnet18 64), batch 128, on
+Each image model at its default size (convnet_si 32, resnet18_si 32, resnet18 64, vit_small: ViT-Small), batch 128, on
 --images random uint8 3x32x32 images with 10 classes (no dataset files needed), trained by
   ours          utils.image_step.train_epoch as train.py calls it: images on the device, normalised once
-                (SI: plain SGD + utils.sphere.project_ every step) or cropped, flipped and normalised per
-                batch there (resnet18: SGD momentum 0.9, weight decay 5e-4); loss and accuracy summed on
+                (SI: projected SGD) or augmented and normalised per batch there (resnet18: crop + flip, SGD
+                momentum 0.9, weight decay 5e-4; vit_small: RandAugment per image, batched by operation,
+                crop + flip, Adam); loss and accuracy summed on
                 the device; train.py's speed switches apply to ours only, with train.py's defaults
                 (--bf16, --channels_last, --cuda_graph auto; --compile off);
   conventional  a torchvision-style Dataset of HWC uint8 numpy images -> PIL -> transforms (ToTensor,
-                Normalize; resnet18 also RandomCrop(32, padding=4), RandomHorizontalFlip), a shuffling
-                DataLoader (--workers; pinned on CUDA), .to(device) per batch, torch.optim.SGD, running
+                Normalize; resnet18 also RandomCrop(32, padding=4), RandomHorizontalFlip; vit_small first
+                RandAugment(2, 14) too), a shuffling DataLoader (--workers; pinned on CUDA), .to(device)
+                per batch, the record's optimizer (SGD; Adam for vit_small), running
                 loss/accuracy by .item() each step and, for SI models, a Python loop rescaling each
                 parameter onto the sphere after a .item() of the total norm: the usual CIFAR script;
   kernels       the conventional loop's model, optimizer and step (NCHW, float32, eager) on one fixed
@@ -41,17 +43,17 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data.images import CIFAR_MEAN, CIFAR_STD, augment_draws, normalize  # noqa: E402
+from data.images import CIFAR_MEAN, CIFAR_STD, epoch_draws, normalize  # noqa: E402
 from models import MODELS, build  # noqa: E402
 from utils.args import Parser, UserError, main_guard, setup_torch, speed_flags  # noqa: E402
 from utils.image_stage import optimizer  # noqa: E402
-from utils.image_step import TrainStep, epoch_generator, speed_switches, train_epoch  # noqa: E402
-from utils.sphere import si_norm  # noqa: E402
+from utils.image_step import TrainStep, epoch_generator, speed_switches, train_epoch, use_bf16  # noqa: E402
+from utils.sphere import make_optimizer, si_norm  # noqa: E402
 
 BATCH, EPOCH = 128, 50_000  # images per step; CIFAR-10's training set
 ELR, LR = 1e-3, 0.01  # SI: lr = ELR x R^2; resnet18: lr (the speed does not depend on them)
 LOOPS = ("ours", "conventional", "kernels")
-STEPS = {"convnet_si": 8, "resnet18_si": 3, "resnet18": 2}  # timed steps per round on CPU (x10 on CUDA)
+STEPS = {"convnet_si": 8, "resnet18_si": 3, "resnet18": 2, "vit_small": 2}  # timed steps per round on CPU (x10 on CUDA)
 IMAGE_MODELS = tuple(STEPS)
 
 
@@ -69,7 +71,8 @@ class Ours:
         model, radius = new_model(name, device)
         recipe = MODELS[name].recipe  # the record's: train.py's defaults
         opt = optimizer(model, recipe, ELR if radius else LR, radius, device)
-        self.aug = recipe["augment"] == "crop_flip"
+        self.aug = recipe["augment"]
+        speed = dict(speed, bf16=use_bf16(speed["bf16"], device, MODELS[name].bf16))  # "auto" as train.py resolves it
         self.step = TrainStep(model, opt, data, BATCH, aug=self.aug, device=device, **speed)
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)
         cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last)  # the first conv
@@ -79,7 +82,7 @@ class Ours:
         self.epoch += 1
         g, k = epoch_generator(0, 0, self.epoch), -(-steps * BATCH // self.n)
         perm = torch.cat([torch.randperm(self.n, generator=g) for _ in range(k)])[:steps * BATCH]
-        draws = augment_draws(len(perm), generator=g, device=self.device) if self.aug else None
+        draws = epoch_draws(self.aug, len(perm), generator=g, device=self.device)
         train_epoch(self.step, perm.to(self.device), draws, 0, self.sums, None)
 
 
@@ -101,7 +104,10 @@ class Conventional:
 
     def __init__(self, name, images, labels, device, workers):
         self.model, self.radius = new_model(name, device)
-        aug = [] if self.radius else [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
+        recipe = MODELS[name].recipe  # the record's: its augmentation and optimizer
+        aug = {"none": [], "crop_flip": [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]}
+        aug["randaugment"] = [transforms.RandAugment(num_ops=2, magnitude=14)] + aug["crop_flip"]
+        aug = aug[recipe["augment"]]
         tf = transforms.Compose(aug + [transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
         loader = DataLoader(CifarLike(images, labels, tf), batch_size=BATCH, shuffle=True,
                             drop_last=True, num_workers=workers, pin_memory=device.type == "cuda",
@@ -109,9 +115,8 @@ class Conventional:
         self.batches = (b for _ in itertools.count() for b in loader)  # endless, epoch after epoch
         self.device, self.loss, self.correct = device, 0.0, 0
         self.params = [p for p in self.model.parameters() if p.requires_grad]  # SI: the convs; resnet18: all
-        recipe = MODELS[name].recipe
-        settings = {"momentum": recipe["momentum"], "weight_decay": recipe["weight_decay"]}  # the record's recipe
-        self.opt = torch.optim.SGD(self.params, lr=ELR * self.radius ** 2 if self.radius else LR, **settings)
+        self.opt = make_optimizer(self.params, recipe["optimizer"], ELR * self.radius ** 2 if self.radius else LR,
+                                  recipe["momentum"], recipe["weight_decay"])  # the plain torch optimizer
 
     def run(self, steps):
         self.model.train()
@@ -217,7 +222,7 @@ def main():
                 else "     -" for how in ("ours", "kernels")}  # the ratio and the bound
         epoch = f"{EPOCH / med['ours']:12.1f}" if "ours" in med else f"{'-':>12s}"
         form = loops[m]["ours"].form if "ours" in loops[m] else "-"
-        print(f"{m:12s} {MODELS[m].args['width']:5d} {steps[m]:5d} {form:>9s} {cell['ours']:>22s} "
+        print(f"{m:12s} {str(MODELS[m].args.get('width', '-')):>5s} {steps[m]:5d} {form:>9s} {cell['ours']:>22s} "
               f"{cell['conventional']:>22s} {over['ours']} {cell['kernels']:>22s} {over['kernels']} {epoch}")
 
 

@@ -213,6 +213,35 @@ def augment_draws(n, pad=4, flip=True, generator=None, device=None):
     return torch.stack([dx, dy, flips.long()]).to(device or dev)
 
 
+RA_OPS = 2  # RandAugment's operations per image (PROTOCOL.md section 3: num_ops 2, magnitude 14)
+RA_MAGNITUDE = 14
+DRAW_ROWS = {"none": 0, "crop_flip": 3, "randaugment": 3 + 2 * RA_OPS}  # rows of `epoch_draws`
+
+
+def epoch_draws(augment, n, generator=None, device=None):
+    """An epoch's augmentation draws for n images in batch order, for the recipe's --augment: None
+    (none), or an int64 tensor (DRAW_ROWS[augment], n): crop offsets and flips (`augment_draws`)
+    and, for randaugment, each image's operation and sign at each of its RA_OPS positions
+    (data/randaugment.py), drawn after them from the same generator."""
+    if augment == "none":
+        return None
+    draws = augment_draws(n, generator=generator, device=device)
+    if augment == "randaugment":
+        from data.randaugment import randaugment_draws
+        ra = randaugment_draws(n, num_ops=RA_OPS, magnitude=RA_MAGNITUDE, generator=generator, device=device)
+        draws = torch.cat([draws, ra.reshape(-1, n)])
+    return draws
+
+
+def augment_batch(x, draws, mean, std):
+    """uint8 images x (N, C, H, W) augmented by their `epoch_draws` columns (RandAugment first, then
+    crop with zero padding and flip), then normalised: float32 (N, C, H, W)."""
+    if len(draws) > 3:
+        from data.randaugment import randaugment
+        x = randaugment(x, draws[3:].view(2, RA_OPS, -1), num_ops=RA_OPS, magnitude=RA_MAGNITUDE)
+    return normalize(crop_flip(x, draws[0], draws[1], draws[2].bool()), mean, std)
+
+
 def augment(x, pad=4, flip=True, generator=None):
     """Random crop with zero padding `pad` and (if flip) random horizontal flip, per image.
     x: (N, C, H, W) on any device; the draws: `augment_draws`."""

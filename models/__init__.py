@@ -4,6 +4,7 @@
   convnet_si   SI ConvNet, width c (models/convnet.py)
   resnet18_si  SI pre-activation ResNet-18, width k (models/resnet.py)
   resnet18     practical ResNet-18, width 64 by default: affine BNs, trainable head, no sphere
+  vit_small    ViT-Small of appendix F (models/vit.py): Adam, RandAugment, batch 512, no sphere
 
 A researcher's own class needs no record here: `--model path/to/file.py:Class` or
 `--model package.module:Class` (models/custom.py) gets one made on the fly, with the SI recipe when
@@ -19,6 +20,7 @@ import torch
 from models.convnet import ConvNetSI
 from models.mlp import SIMLP, MLPPopulation
 from models.resnet import ResNet18
+from models.vit import ViTSmall
 from utils.args import UserError
 from utils.seeding import seed_of
 
@@ -26,6 +28,9 @@ from utils.seeding import seed_of
 SI_RECIPE = {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "augment": "none", "sphere": "on"}
 PRACTICAL_RECIPE = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "augment": "crop_flip",
                     "sphere": "off"}
+# Appendix F's ViT (PROTOCOL.md section 3): Adam, weight decay 1e-4, RandAugment(2, 14) + crop + flip,
+# constant LR, no sphere (regimes by the practical rule); batch 512
+VIT_RECIPE = {"optimizer": "adam", "momentum": 0.0, "weight_decay": 1e-4, "augment": "randaugment", "sphere": "off"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +45,8 @@ class ModelRecord:
     inputs: str = "image"   # "image" (N, C, H, W) or "vector" (N, D): must match the dataset record's
     population: object = None  # a fused backend that trains many members as stacked tensors, or None
     radius: float = None    # sphere radius when not given: None = the SI weights' norm at initialisation
+    batch_size: int = None  # default mini-batch size when the model's recipe has one (else the dataset's)
+    bf16: bool = False      # --bf16 auto turns bf16 autocast on for CUDA: measured to keep the accuracy
     # constructor arguments that must not come from --model_args (the data decide them)
     reserved: tuple = ("num_classes", "in_channels")
 
@@ -51,7 +58,9 @@ MODELS = {r.name: r for r in (
     ModelRecord("resnet18_si", functools.partial(ResNet18, scale_invariant=True), True, {"width": 32},
                 {"width": 4}, SI_RECIPE),
     ModelRecord("resnet18", functools.partial(ResNet18, scale_invariant=False), False, {"width": 64},
-                {"width": 4}, PRACTICAL_RECIPE),
+                {"width": 4}, PRACTICAL_RECIPE, bf16=True),
+    ModelRecord("vit_small", ViTSmall, False, {}, {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "mlp_dim": 32},
+                VIT_RECIPE, batch_size=512),
 )}
 
 

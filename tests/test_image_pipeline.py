@@ -12,7 +12,7 @@ from conftest import interrupt_at, run
 from test_images_data import write_cifar
 from models import build
 from utils import checkpoint
-from data.images import augment_draws
+from data.images import epoch_draws
 from models import MODELS
 from utils.image_stage import bn_batches, optimizer, read_data as load_data
 from utils.image_step import TrainStep, epoch_generator, speed_setup, speed_switches, train_epoch, use_bf16
@@ -129,29 +129,53 @@ def test_swa_is_the_mean_of_the_window_with_recomputed_bn(cifar, tmp_path):
     assert len(rows) == 2 and RunDir(str(tmp_path / "swa")).results()["swa_epochs"] == [1, 2, 3]
 
 
+def test_swa_of_strided_kept_checkpoints_is_their_mean(cifar, tmp_path):
+    # the ViT recipe's SWA: no continuation; the parent's own checkpoints of epochs 1, 3, 5 (stride 2)
+    tiny("convnet_si", cifar, tmp_path / "pt", "--lr", "2e-2", "--seed", "4", "--epochs", "5", "--save_epochs", "1",
+         "3", *CPU)
+    run("swa.py", "--from", tmp_path / "pt", "--n_models", "3", "--stride", "2", "--threads", "1", *CPU,
+        "--out", tmp_path / "swa")
+    kept = [states(RunDir(str(tmp_path / "pt")).epoch_ckpt(e))[0] for e in (1, 3)]
+    kept.append(states(tmp_path / "pt" / "checkpoints" / "final.pt")[0])
+    swa = states(tmp_path / "swa" / "checkpoints" / "final.pt")[0]
+    names = [n for n, p in build("convnet_si", 4, width=4, num_classes=10, in_channels=3).named_parameters()]
+    for n in names:
+        torch.testing.assert_close(swa[n], torch.stack([s[n] for s in kept]).mean(0), rtol=0, atol=1e-6)
+    assert not torch.allclose(kept[0]["0.weight"], kept[2]["0.weight"], atol=1e-4)  # the window moved
+    assert any(not torch.equal(swa[k], kept[2][k]) for k in swa if "running_mean" in k)  # BN recomputed
+    rd = RunDir(str(tmp_path / "swa"))
+    assert rd.results()["swa_epochs"] == [1, 3, 5] and all(r["swa"] for r in rd.metrics())
+    # a window reaching past the kept checkpoints: one line, nothing written
+    bad = run("swa.py", "--from", tmp_path / "pt", "--n_models", "3", "--stride", "1", "--out", tmp_path / "bad",
+              check=False)
+    assert bad.returncode == 2 and "no checkpoint of epoch 4" in bad.stderr and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("model, bf16, compile_, opt_name", [
     ("convnet_si", False, False, "sgd"), ("resnet18_si", True, False, "sgd"), ("resnet18", "auto", False, "sgd"),
-    ("convnet_si", False, True, "sgd"), ("convnet_si", False, False, "adam"), ("resnet18", "auto", False, "adamw")])
+    ("convnet_si", False, True, "sgd"), ("convnet_si", False, False, "adam"), ("resnet18", "auto", False, "adamw"),
+    ("vit_small", "auto", False, "adam")])
 def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16, compile_, opt_name):
     # 120 images in batches of 32: three replays of the captured step and an eager batch of 24 per epoch
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False  # as train.py on CUDA
-    cuda, si = torch.device("cuda"), model != "resnet18"
+    cuda, si = torch.device("cuda"), MODELS[model].recipe["sphere"] == "on"
     data = load_data("cifar10", cifar, False, None, None, cuda)
     recipe = dict(MODELS[model].recipe, optimizer=opt_name, momentum=0.9 if opt_name == "sgd" and not si else 0.0)
     out = []
     for graph in (False, True):
-        net = build(model, 0, width=4, num_classes=10, in_channels=3).to(cuda)
+        net = build(model, 0, MODELS[model].smoke_args, num_classes=10, in_channels=3).to(cuda)
         radius = si_norm(net) if si else None
         opt = optimizer(net, recipe, 0.05 if opt_name == "sgd" else 1e-3, radius, cuda)  # as run_image_stage
-        step = TrainStep(net, opt, data, 32, aug=not si, device=cuda, bf16=bf16,
+        step = TrainStep(net, opt, data, 32, aug=recipe["augment"], device=cuda,
+                         bf16=use_bf16(bf16, cuda, MODELS[model].bf16),
                          channels_last="auto", compile_=compile_, cuda_graph=graph)  # train.py's memory format
-        assert step.bf16 == (bf16 is True or (bf16 == "auto" and not si))
+        assert step.bf16 == (bf16 is True or (bf16 == "auto" and MODELS[model].bf16))
         sums = torch.zeros(3, dtype=torch.float64, device=cuda)
         for epoch in (1, 2):
             g = epoch_generator(0, 0, epoch)
             perm = torch.randperm(120, generator=g).to(cuda)
-            assert train_epoch(step, perm, None if si else augment_draws(120, generator=g, device=cuda),
+            assert train_epoch(step, perm, epoch_draws(recipe["augment"], 120, generator=g, device=cuda),
                                0, sums, None) == 4
         assert (step.graph is not None) == graph
         # the optimizer's state too (momentum; Adam's step count and moments): the warm-up left no trace
@@ -164,7 +188,7 @@ def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16, compile_, opt_na
     assert torch.equal(sums_a, sums_b) and sums_a[2].item() == 240
 
 
-ADAM = ("--optimizer", "adam", "--weight_decay", "1e-4", "--augment", "crop_flip")  # ProjectedAdam, augmented
+ADAM = ("--optimizer", "adam", "--weight_decay", "1e-4", "--augment", "randaugment")  # ProjectedAdam, RandAugment
 
 
 @pytest.mark.parametrize("sig, recipe", [(signal.SIGKILL, ()), (signal.SIGTERM, ()), (signal.SIGTERM, ADAM)],
@@ -203,7 +227,8 @@ def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig, recipe):
 
 def test_speed_switch_defaults():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a CUDA device object needs no GPU
-    assert [use_bf16("auto", d, si) for d in (cpu, cuda) for si in (True, False)] == [False, False, False, True]
+    assert [use_bf16("auto", d, rec) for d in (cpu, cuda) for rec in (False, True)] == [False, False, False, True]
+    assert [name for name, r in MODELS.items() if r.bf16] == ["resnet18"]  # measured (README): not the SI models, not the ViT
     assert all(use_bf16(v, cuda, True) and use_bf16(v, cpu, False) for v in (True, "on"))
     assert not any(use_bf16(v, cuda, False) for v in (False, "off"))
     defaults = {"bf16": "auto", "channels_last": "auto", "compile": False, "cuda_graph": "auto"}

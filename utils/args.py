@@ -53,7 +53,7 @@ def image_parser():
 def speed_flags(g):
     """The speed switches (utils/image_step.py), on a parser or group: the scripts' and bench/images.py's."""
     g.add_argument("--bf16", nargs="?", const="on", choices=("auto", "on", "off"), default="auto",
-                   help="bf16 autocast for forward passes; auto: on for CUDA for the practical ResNet-18 (1.5x "
+                   help="bf16 autocast for forward passes; auto: on for CUDA where the model record says so: the practical ResNet-18 (1.5x "
                         "faster, the same accuracy), off for SI models (it cost them accuracy) and on CPUs (README)")
     g.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
                    help="channels_last memory format; auto: on for CUDA (1.5-2.1x faster) and CPUs (1.06-1.3x; "
@@ -72,8 +72,9 @@ def recipe_flags(p):
     g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None, help="optimizer")
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (SI: 0; practical: 0.9)")
     g.add_argument("--weight_decay", type=float, default=None, help="weight decay (SI: 0; practical: 5e-4)")
-    g.add_argument("--augment", choices=("none", "crop_flip"), default=None,
-                   help="training augmentation: none, or random crop (padding 4) + horizontal flip")
+    g.add_argument("--augment", choices=("none", "crop_flip", "randaugment"), default=None,
+                   help="training augmentation: none; random crop (padding 4) + horizontal flip; or RandAugment "
+                        "(2 operations of magnitude 14, per image) before them")
     g.add_argument("--sphere", choices=("on", "off"), default=None,
                    help="projected training on one sphere of all trainable weights (needs a model that "
                         "is scale-invariant; checked at start-up)")

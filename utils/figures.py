@@ -1,8 +1,12 @@
 """report.py's figures, drawn from summary.json's content alone (DESIGN.md): test accuracy, train
-loss, pre-training curves, sorted single-feature accuracies, frequency bands, geometry and
-sharpness against the PLR, each with the detected regimes shaded.
+loss, pre-training curves, sorted single-feature accuracies, frequency bands, the band-split
+study, geometry and sharpness against the PLR, each with the detected regimes shaded.
 
   drawn = draw_all(summary, "runs/synthetic/figures")   # names of the figures written (png + pdf)
+
+And eval_fourier.py --band_images's figure of test images with their band images (paper Fig. 7):
+
+  band_images_figure(x_test[:4], parse_bands("0,1-8,9-24,25-32"), "fig7.png")
 """
 import os
 
@@ -11,7 +15,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
+from utils.args import UserError  # noqa: E402
 
 
 def _band(ax, x, mean, std, **kw):
@@ -188,6 +195,8 @@ def plot_bands(summary, figdir):
             ax.set_title(f"{title}\n(no data)")
             continue
         groups = list(pts[0][1])
+        if any(get(e) and get(e).get("band_splits") for e in per):
+            groups = _first_partition(groups)  # the split study's groups are in band_splits.png
         for i, g in enumerate(groups):
             ax.plot([p for p, _ in pts], [100 * b.get(g, np.nan) for _, b in pts], marker="o", ms=3,
                     color=cmap(i / max(1, len(groups) - 1)), label=f"band {g}")
@@ -198,6 +207,64 @@ def plot_bands(summary, figdir):
     _legend(axes[0])
     fig.suptitle(f"{summary['setup']}: accuracy on frequency-band test sets (mean over seeds)")
     return _save(fig, figdir, "bands")
+
+
+def _group_range(key):
+    lo, _, hi = key.partition("-")
+    return int(lo), int(hi or lo)
+
+
+def _first_partition(groups):
+    """The band groups that overlap no group listed before them: with the band-split study's groups
+    (1-4, 5-24, 1-6, ...) added after the default ones, the default 0, 1-8, 9-24, 25-32."""
+    kept = []
+    for g in groups:
+        lo, hi = _group_range(g)
+        if all(hi < a or lo > b for a, b in map(_group_range, kept)):
+            kept.append(g)
+    return kept
+
+
+def plot_band_splits(summary, figdir):
+    """The band-split study (paper Fig. 16): accuracy on the low group 1..s and on the mid group
+    s+1..M (M = 24 for 32x32) against the low/mid split s, one colour per PLR, one panel per stage
+    (fine-tuning at the lowest FLR, pre-training, SWA) that has the study (eval_fourier.py --band_splits)."""
+    per = summary["per_plr"]
+    keys = flr_keys(summary)
+    panels = [(f"fine-tuning, low FLR {keys[0]}", lambda e, k=keys[0]: e["finetune"].get(k))] if keys else []
+    panels += [("pre-training", lambda e: e["pretrain"]), ("SWA", lambda e: e["swa"])]
+    panels = [(t, get) for t, get in panels if any(get(e) and get(e).get("band_splits") for e in per)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), sharey=True, squeeze=False,
+                             layout="constrained")
+    cmap, logs = plt.get_cmap("viridis"), np.log10([e["plr"] for e in per])
+    color = lambda p: cmap(0.5 if np.ptp(logs) == 0 else (np.log10(p) - logs.min()) / np.ptp(logs))  # noqa: E731
+    handles = {}
+    for ax, (title, get) in zip(axes[0], panels):
+        xs = set()
+        for e in per:
+            st = get(e)
+            if not st or not st.get("band_splits"):
+                continue
+            pts = sorted((int(s), v) for s, v in st["band_splits"].items())
+            x = [s for s, _ in pts]
+            xs.update(x)
+            line, = ax.plot(x, [100 * v["low"] for _, v in pts], marker="o", ms=3, color=color(e["plr"]))
+            ax.plot(x, [100 * v["mid"] for _, v in pts], marker="s", ms=3, ls="--", color=color(e["plr"]))
+            handles.setdefault(e["plr"], Line2D([], [], color=line.get_color(), marker="o", ms=3,
+                                                label=f"PLR {e['plr']:.3g}" + (f" ({e['regime']})" if e.get("regime")
+                                                                               else "")))
+        ax.set_xticks(sorted(xs))
+        ax.set(title=title, xlabel="low/mid split s")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("band test accuracy, %")
+    styles = [Line2D([], [], color="k", label="low group 1..s"),
+              Line2D([], [], color="k", ls="--", label="mid group s+1..M")]
+    axes[0][-1].legend(handles=styles + [handles[p] for p in sorted(handles)], fontsize=7, loc="upper left",
+                       bbox_to_anchor=(1.02, 1))
+    fig.suptitle(f"{summary['setup']}: low/mid band split (M = 24 for 32x32 images; mean over seeds)")
+    return _save(fig, figdir, "band_splits")
 
 
 def plot_sharpness(summary, figdir):
@@ -217,6 +284,70 @@ def plot_sharpness(summary, figdir):
 
 def draw_all(summary, figdir):
     """Every figure whose data the summary holds; returns their names."""
-    plots = (plot_pretrain, plot_accuracy, plot_train_loss, plot_features, plot_bands, plot_geometry,
-             plot_sharpness)
+    plots = (plot_pretrain, plot_accuracy, plot_train_loss, plot_features, plot_bands, plot_band_splits,
+             plot_geometry, plot_sharpness)
     return [name for name in (plot(summary, figdir) for plot in plots) if name]
+
+
+# ---------------------------------------------------------------- band images (paper Fig. 7)
+
+def check_figure_path(path):
+    """A figure file matplotlib can write (its extension names a format) in an existing folder."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext not in formats:
+        raise UserError(f"--out {path}: give a figure file ending in one of .{', .'.join(sorted(formats))}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"--out {path}: folder {folder} does not exist")
+
+
+def _show(ax, img):
+    """An image (C, H, W) in [0, 1]: grey for one channel, RGB for three, the channel mean otherwise."""
+    img = img.float().cpu()
+    if img.shape[0] == 3:
+        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    else:
+        ax.imshow(img.mean(0).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+
+
+def band_images_figure(images, bands, path):
+    """Paper Fig. 7: for each image of images (n, C, H, W) uint8, two rows. Top: the image and its band
+    image for each (key, lo, hi) of `bands`, each channel scaled to [0, 1] per image (display_scale).
+    Bottom: log(1 + |F|) of its centred spectrum summed over channels, and that spectrum masked to
+    each group's bands (one colour scale per image). Greyscale images are drawn in grey. Written to
+    `path` (format from its extension) through a temporary file, so a failure leaves no partial file."""
+    from utils.fourier import band_images, display_scale, log_spectrum, masked_log_spectrum
+    n, cols = images.shape[0], 1 + len(bands)
+    parts = [(key, display_scale(b)) for key, b in band_images(images, bands)]   # (n, C, H, W) each
+    full = log_spectrum(images)                                                    # (n, H, W)
+    masked = [masked_log_spectrum(images, lo, hi) for _, lo, hi in bands]
+    fig, axes = plt.subplots(2 * n, cols, figsize=(1.6 * cols, 3.3 * n), squeeze=False, layout="constrained")
+    for i in range(n):
+        top, bottom = axes[2 * i], axes[2 * i + 1]
+        _show(top[0], images[i].float() / 255)
+        top[0].set_title("image" if i == 0 else "", fontsize=8)
+        vmax = float(full[i].max())
+        bottom[0].imshow(full[i].numpy(), cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        bottom[0].set_title("log(1+|F|)" if i == 0 else "", fontsize=8)
+        for j, ((key, b), m) in enumerate(zip(parts, masked), start=1):
+            _show(top[j], b[i])
+            bottom[j].imshow(m[i].numpy(), cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+            if i == 0:
+                top[j].set_title(f"band{'s' if '-' in key else ''} {key}", fontsize=8)
+                bottom[j].set_title(f"spectrum, {key}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("test images, their band images (each channel scaled to [0, 1]) and masked log-amplitude spectra",
+                 fontsize=9)
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    tmp = f"{path}.tmp"
+    try:
+        fig.savefig(tmp, format=ext, dpi=130, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.images import augment_draws, normalize
+from data.images import epoch_draws, normalize
 from models import build, resolve
 from utils import checkpoint
 from utils.args import UserError
@@ -186,8 +186,8 @@ def run_image_stage(rd, *, kind, members, state, salt, epoch0, epochs, data, met
     bf16, channels_last, compile_, cuda_graph: the speed switches (utils/image_step.py; bf16 may be "auto").
     """
     record, model_args, recipe = resolve(meta["model"]), meta["model_args"], meta["recipe"]
-    sphere, aug = recipe["sphere"] == "on", recipe["augment"] == "crop_flip"
-    bf16 = use_bf16(bf16, device, sphere)  # evaluation runs under the same autocast as training
+    sphere, aug = recipe["sphere"] == "on", recipe["augment"]
+    bf16 = use_bf16(bf16, device, record.bf16)  # evaluation runs under the same autocast as training
     models, opts, steps, avgs = [], [], [], []  # modules (state, evaluation), optimizers, training steps, ...
     for i, m in enumerate(members):
         model = build(record, m["seed"], model_args)
@@ -243,7 +243,7 @@ def run_image_stage(rd, *, kind, members, state, salt, epoch0, epochs, data, met
                 pos = None
             g = epoch_generator(salt, m["seed"], epoch0 + e)  # drawn on the CPU: the same on any device
             perm = torch.randperm(n_train, generator=g).to(device)
-            draws = augment_draws(n_train, generator=g, device=device) if aug else None  # in batch order
+            draws = epoch_draws(aug, n_train, generator=g, device=device)  # in batch order
             done = train_epoch(step, perm, draws, start, sums[i], stop)
             if stop.set:
                 save(rd.last_ckpt, pos={"member": i, "batch": done, "sums": [s.cpu() for s in sums]})

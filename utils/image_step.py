@@ -13,7 +13,7 @@ graph and replayed (`TrainStep`); the speed switches (`speed_switches`: --bf16, 
 import torch
 import torch.nn.functional as F
 
-from data.images import crop_flip, normalize
+from data.images import DRAW_ROWS, augment_batch
 from utils.args import UserError
 from utils.seeding import generator
 
@@ -30,12 +30,13 @@ def speed_switches(args, device):
     return {"bf16": args.bf16, "channels_last": args.channels_last, "compile_": args.compile, "cuda_graph": graph}
 
 
-def use_bf16(bf16, device, sphere):
-    """bf16: True/"on", False/"off" or "auto": on for CUDA for models off the sphere (the practical
-    ResNet-18: 1.5x faster on an H100, test accuracy unchanged over 3 seeds), off for models on the
-    sphere (it cost the SI models 1-10 points) and on CPUs (README, Benchmarks)."""
+def use_bf16(bf16, device, record_default):
+    """bf16: True/"on", False/"off" or "auto": on for CUDA where the model record says bf16 was
+    measured to keep the accuracy (`ModelRecord.bf16`: the practical ResNet-18, 1.5x faster on an
+    H100, test accuracy unchanged over 3 seeds; it cost the SI models 1-10 points), off elsewhere
+    and on CPUs (README, Benchmarks)."""
     if bf16 == "auto":
-        return device.type == "cuda" and not sphere
+        return device.type == "cuda" and record_default
     return bf16 in (True, "on")
 
 
@@ -86,7 +87,7 @@ class TrainStep:
     steps whose effects (weights, BN buffers, optimizer state, sums) are undone, so a graphed run
     trains as the eager one does. A shorter last batch runs
     eagerly. bf16, channels_last, compile_, cuda_graph: the speed switches (`speed_switches`);
-    the model is trained in the form `speed_setup` gives it (bf16 "auto": `use_bf16`).
+    the model is trained in the form `speed_setup` gives it (bf16: resolved by the caller, `use_bf16`).
     """
 
     WARMUP = 3  # steps on a side stream before capture (cuDNN/cuBLAS set-up, allocations, --compile's compiling)
@@ -96,20 +97,28 @@ class TrainStep:
         self.net = speed_setup(model, device, channels_last, compile_)  # shares model's parameters
         self.model, self.opt, self.data = model, opt, data
         self.batch_size, self.device = batch_size, device
-        self.bf16 = use_bf16(bf16, device, opt.defaults.get("radius") is not None)
+        self.bf16 = bf16 in (True, "on")  # "auto" is the record's to resolve (use_bf16)
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.draws = torch.zeros(3, batch_size, dtype=torch.long, device=device) if aug else None
+        self.aug = {False: "none", True: "crop_flip"}.get(aug, aug)  # the recipe's --augment (or a bool)
+        rows = DRAW_ROWS[self.aug]
+        self.draws = torch.zeros(rows, batch_size, dtype=torch.long, device=device) if rows else None
+        # RandAugment groups a batch's images by the operation drawn: shapes that depend on the data,
+        # so it runs before the step (outside any CUDA graph), into a static batch the step reads
+        self.xb = (torch.empty(batch_size, *data["x_train"].shape[1:], device=device)
+                   if self.aug == "randaugment" else None)
         self.mean = torch.tensor(data["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(data["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)
         self.use_graph, self.graph = cuda_graph, None
 
     def __call__(self, idx, draws=None):
-        """One step on the images idx (n,) (int64 on the device; draws: their (3, n) augmentation)."""
+        """One step on the images idx (n,) (int64 on the device; draws: their `epoch_draws` columns)."""
         n = len(idx)
         self.idx[:n].copy_(idx)
         if self.draws is not None:
             self.draws[:, :n].copy_(draws)
+        if self.xb is not None:
+            self.xb[:n].copy_(augment_batch(self.data["x_train"][idx], self.draws[:, :n], self.mean, self.std))
         if self.use_graph and n == self.batch_size:
             if self.graph is None:
                 self._capture()
@@ -120,9 +129,10 @@ class TrainStep:
 
     def _body(self, n):
         idx = self.idx[:n]
-        if self.draws is not None:  # practical setting: augment the uint8 batch, then normalise (black padding)
-            dx, dy, flip = self.draws[:, :n]
-            xb = normalize(crop_flip(self.data["x_train"][idx], dx, dy, flip.bool()), self.mean, self.std)
+        if self.xb is not None:  # augmented before the step
+            xb = self.xb[:n]
+        elif self.draws is not None:  # crop + flip: augment the uint8 batch, then normalise (black padding)
+            xb = augment_batch(self.data["x_train"][idx], self.draws[:, :n], self.mean, self.std)
         else:
             xb = self.data["xn_train"][idx]
         yb = self.data["y_train"][idx]

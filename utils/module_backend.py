@@ -7,17 +7,20 @@ functions the scripts call, over the stage loop and the evaluation of utils/imag
     results = backend.train(rd, kind="pretrain", members=..., state=..., ...)
 """
 import copy
+import os
 import time
 
 import torch
 
-from models import build
+from models import build, resolve
 from utils import checkpoint
 from utils.args import UserError, check_positive, resolve_epoch_schedule
 from utils.geometry import angle, barrier, interpolate
-from utils.image_stage import (STAGE_SALT, bn_batches, eval_model, evaluate, parent_setup, read_data, run_data,
-                               run_image_stage)
-from utils.image_step import speed_switches
+from utils.image_stage import (STAGE_SALT, bn_batches, digest, eval_model, eval_rows, evaluate, parent_setup,
+                               read_data, run_data, run_image_stage)
+from utils.image_step import batch_starts, speed_setup, speed_switches, use_bf16
+from utils.population import final_metrics
+from utils.rundir import RunDir
 from utils.sphere import project_, recompute_bn_stats, si_norm
 
 UNIT = "epochs"
@@ -96,14 +99,34 @@ def parent_data(ckpt, args, device):
 
 
 def check_swa(args, ckpt):
-    """SWA-N continues the parent for N - 1 epochs: the evaluation/checkpoint schedule of those."""
-    resolve_epoch_schedule(args, args.n_models - 1)
+    """SWA-N either continues the parent for N - 1 epochs (the evaluation/checkpoint schedule of
+    those), or, with --stride K, averages the parent's own kept checkpoints of epochs E - (N-1)K, ...,
+    E - K, E (train.py --save_epochs), which must all exist."""
+    if args.stride is None:
+        return resolve_epoch_schedule(args, args.n_models - 1)
+    check_positive(args.stride, "--stride")
+    if args.keep_window:
+        raise UserError("--keep_window keeps the epochs of a continuation; --stride averages kept ones: drop one")
+    parent = RunDir(args.parent)
+    for e in strided_window(ckpt["epoch"], args.n_models, args.stride)[:-1]:
+        if e < 1 or not os.path.exists(parent.epoch_ckpt(e)):
+            raise UserError(f"--n_models {args.n_models} --stride {args.stride}: {args.parent} has no checkpoint of "
+                            f"epoch {e} (train.py --save_epochs)")
+
+
+def strided_window(last, n, stride):
+    """The epochs SWA-N averages at a stride: last - (n-1) stride, ..., last."""
+    return [last - k * stride for k in reversed(range(n))]
 
 
 def swa(rd, *, members, ckpt, data, meta, args, device, speed):
-    """Continue pre-training at the PLR from the parent's last epoch E for N - 1 epochs and average
-    the weights at epochs E .. E+N-1 (run_image_stage with swa=True)."""
+    """SWA-N of every member, then BN statistics recomputed with one pass over the shuffled,
+    non-augmented training set, and evaluated. Either continue pre-training at the PLR from the
+    parent's last epoch E for N - 1 epochs and average epochs E .. E+N-1 (run_image_stage with
+    swa=True), or (--stride K) average the parent's own checkpoints of epochs E-(N-1)K .. E."""
     n, e = args.n_models, ckpt["epoch"]
+    if args.stride is not None:
+        return average_kept(rd, members, ckpt, strided_window(e, n, args.stride), data, meta, device, speed)
     window = list(range(e, e + n))
     print(f"SWA-{n} of {len(members)} {meta['model']}: continue at the PLR from epoch {e} of {meta['parent']} to "
           f"epoch {window[-1]}, average epochs {window}, recompute BN statistics")
@@ -112,6 +135,37 @@ def swa(rd, *, members, ckpt, data, meta, args, device, speed):
                               device=device, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                               swa=True, save_epochs=set(range(1, n)) if args.keep_window else set(), **speed)
     return dict(results, swa_epochs=window)
+
+
+def average_kept(rd, members, ckpt, window, data, meta, device, speed):
+    """SWA over the parent's kept checkpoints of the epochs in `window` (the last is the parent's
+    final one): torch.optim.swa_utils.AveragedModel over them, BN statistics recomputed, evaluated."""
+    parent = RunDir(meta["parent"])
+    states = [ckpt["state"] if e == ckpt["epoch"] else checkpoint.load(parent.epoch_ckpt(e), kinds=["pretrain"])["state"]
+              for e in window]
+    print(f"SWA-{len(window)} of {len(members)} {meta['model']}: average the checkpoints of epochs {window} of "
+          f"{meta['parent']}, recompute BN statistics")
+    record, sphere = resolve(meta["model"]), meta["recipe"]["sphere"] == "on"
+    models = []
+    for i, m in enumerate(members):
+        model = speed_setup(build(record, m["seed"], meta["model_args"]), device, speed["channels_last"], False)
+        avg = torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
+        for state in states:
+            model.load_state_dict(checkpoint.member(state, i))
+            avg.update_parameters(model)
+        model.load_state_dict(avg.module.state_dict())
+        recompute_bn_stats(model, bn_batches(data, meta["batch_size"], m["seed"]))
+        models.append(model)
+    bf16 = use_bf16(speed["bf16"], device, record.bf16)
+    steps = ckpt["epoch"] * len(batch_starts(len(data["y_train"]), meta["batch_size"]))
+    rows = [dict(r, swa=True) for r in eval_rows(models, members, data, ckpt["epoch"], steps, None, sphere, device, bf16)]
+    rd.truncate_metrics(-1)
+    rd.append_metrics(rows)
+    print(f"SWA of {len(window)} checkpoints | {digest(rows)}")
+    checkpoint.save(rd.final_ckpt, dict(meta, kind="swa", members=members, epoch=ckpt["epoch"], pos=None,
+                                        state=checkpoint.stack([mod.state_dict() for mod in models]), opts=[],
+                                        avgs=None, swa_epochs=window))
+    return {"epoch": ckpt["epoch"], "members": final_metrics(rows, len(members)), "swa_epochs": window}
 
 
 def test_set(ckpt, args, device):

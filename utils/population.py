@@ -29,7 +29,7 @@ STAGE_SALT = {"pretrain": 0, "finetune": 1}
 
 UNIT = "iterations"
 FOREIGN_FLAGS = ("epochs", "train_size", "test_size", "save_epochs", "data_dir", "download", "bf16",
-                 "channels_last", "compile", "cuda_graph", "from_epoch", "sharpness", "keep_window")
+                 "channels_last", "compile", "cuda_graph", "from_epoch", "sharpness", "keep_window", "stride")
 # (stage -> (--eval_every, --checkpoint_every) defaults, and the same under --smoke)
 EVERY = {"pretrain": (1000, 5000), "finetune": (2000, 5000)}
 SMOKE_EVERY = {"pretrain": (50, 100), "finetune": (50, 100)}
