@@ -228,7 +228,7 @@ def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig, recipe):
 def test_speed_switch_defaults():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a CUDA device object needs no GPU
     assert [use_bf16("auto", d, rec) for d in (cpu, cuda) for rec in (False, True)] == [False, False, False, True]
-    assert [name for name, r in MODELS.items() if r.bf16] == ["resnet18"]  # measured (README): not the SI models, not the ViT
+    assert [name for name, r in MODELS.items() if r.bf16] == ["resnet18"]  # measured (README); not SI models, not ViT
     assert all(use_bf16(v, cuda, True) and use_bf16(v, cpu, False) for v in (True, "on"))
     assert not any(use_bf16(v, cuda, False) for v in (False, "off"))
     defaults = {"bf16": "auto", "channels_last": "auto", "compile": False, "cuda_graph": "auto"}

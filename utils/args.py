@@ -53,8 +53,9 @@ def image_parser():
 def speed_flags(g):
     """The speed switches (utils/image_step.py), on a parser or group: the scripts' and bench/images.py's."""
     g.add_argument("--bf16", nargs="?", const="on", choices=("auto", "on", "off"), default="auto",
-                   help="bf16 autocast for forward passes; auto: on for CUDA where the model record says so: the practical ResNet-18 (1.5x "
-                        "faster, the same accuracy), off for SI models (it cost them accuracy) and on CPUs (README)")
+                   help="bf16 autocast for forward passes; auto: on for CUDA where the model record says it was measured "
+                        "to keep the accuracy: the practical ResNet-18 (1.5x faster); off for the SI models (it cost them "
+                        "accuracy), the ViT (not measured yet) and on CPUs (README)")
     g.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
                    help="channels_last memory format; auto: on for CUDA (1.5-2.1x faster) and CPUs (1.06-1.3x; "
                         "README, Benchmarks)")

@@ -141,8 +141,8 @@ def average_kept(rd, members, ckpt, window, data, meta, device, speed):
     """SWA over the parent's kept checkpoints of the epochs in `window` (the last is the parent's
     final one): torch.optim.swa_utils.AveragedModel over them, BN statistics recomputed, evaluated."""
     parent = RunDir(meta["parent"])
-    states = [ckpt["state"] if e == ckpt["epoch"] else checkpoint.load(parent.epoch_ckpt(e), kinds=["pretrain"])["state"]
-              for e in window]
+    kept = lambda e: checkpoint.load(parent.epoch_ckpt(e), kinds=["pretrain"])["state"]  # noqa: E731
+    states = [ckpt["state"] if e == ckpt["epoch"] else kept(e) for e in window]
     print(f"SWA-{len(window)} of {len(members)} {meta['model']}: average the checkpoints of epochs {window} of "
           f"{meta['parent']}, recompute BN statistics")
     record, sphere = resolve(meta["model"]), meta["recipe"]["sphere"] == "on"
@@ -158,7 +158,8 @@ def average_kept(rd, members, ckpt, window, data, meta, device, speed):
         models.append(model)
     bf16 = use_bf16(speed["bf16"], device, record.bf16)
     steps = ckpt["epoch"] * len(batch_starts(len(data["y_train"]), meta["batch_size"]))
-    rows = [dict(r, swa=True) for r in eval_rows(models, members, data, ckpt["epoch"], steps, None, sphere, device, bf16)]
+    rows = eval_rows(models, members, data, ckpt["epoch"], steps, None, sphere, device, bf16)
+    rows = [dict(r, swa=True) for r in rows]
     rd.truncate_metrics(-1)
     rd.append_metrics(rows)
     print(f"SWA of {len(window)} checkpoints | {digest(rows)}")
