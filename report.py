@@ -18,7 +18,7 @@ import numpy as np
 
 from utils.args import Parser, UserError, main_guard
 from utils.figures import draw_all
-from utils.regimes import label_regimes
+from utils.regimes import label_regimes, recommended_range
 from utils.rundir import RunDir, read_jsonl, write_json_atomic
 
 STAGES = ("pretrain", "finetune", "swa")
@@ -197,6 +197,24 @@ def add_regimes(summary, records, notes):
         e["regime"] = label
     summary.update(boundaries=out["boundaries"], brackets=out["brackets"], recommended_plr=out["recommended_plr"],
                    recommendation_reason=out["reason"], rule=out["rule"])
+    # among the PLRs that do not diverge, as the recommendation itself
+    rng = recommended_range([e["plr"] for e in per],
+                            [None if e["regime"] == "3" else seed_quality(records, e["plr"]) for e in per])
+    summary.update(recommended_range=rng["range"], recommended_range_plrs=rng["plrs"],
+                   recommended_range_reason=rng["reason"])
+
+
+def seed_quality(records, plr):
+    """(mean, std, seeds) over the PLR's seeds of the quality the recommendation ranks by (each seed's
+    mean test accuracy over its fine-tuned members, every FLR, and its SWA member), or None."""
+    per_seed = defaultdict(list)
+    for r in records:
+        if r["plr"] == plr and r["stage"] in ("finetune", "swa") and np.isfinite(r["test_acc"]):
+            per_seed[(r["seed"], r.get("data_seed"))].append(r["test_acc"])
+    if not per_seed:
+        return None
+    q = [float(np.mean(v)) for v in per_seed.values()]
+    return float(np.mean(q)), float(np.std(q)), len(q)
 
 
 def write_report_md(summary, root, drawn):
@@ -209,6 +227,8 @@ def write_report_md(summary, root, drawn):
              f"({fmt(summary['plrs'][0])} ... {fmt(summary['plrs'][-1])}).", "",
              f"**Recommended initial (pre-training) LR: {fmt(summary['recommended_plr'])}**"
              + (f" - {summary['recommendation_reason']}" if summary.get("recommendation_reason") else ""), "",
+             f"**Recommended range: {' .. '.join(map(fmt, summary.get('recommended_range') or [])) or 'none'}**"
+             + (f" - {summary['recommended_range_reason']}" if summary.get("recommended_range_reason") else ""), "",
              "| boundary | detected | bracket | paper |", "|---|---|---|---|"]
     for k in ("1|2", "2A|2B", "2|3"):
         br = (summary.get("brackets") or {}).get(k)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.regimes import (DIV_TOL, LOSS_TOL, QUALITY_TOL, RULE, label_regimes, rule_text, segment,
+from utils.regimes import (DIV_TOL, LOSS_TOL, QUALITY_TOL, RULE, label_regimes, recommended_range, rule_text, segment,
                            still_decreasing)
 
 # 12 PLRs: regime 1 = first 4, regime 2 = next 5, regime 3 = last 3
@@ -271,3 +271,30 @@ def test_bad_input():
         label_regimes([], [], [], chance=0.5)
     with pytest.raises(ValueError, match="chance"):
         label_regimes([1e-3], [0.1], [0.9], chance=10)
+
+
+# ---- the recommended range: PLRs indistinguishable from the best, judged by the spread over seeds
+
+def test_range_clear_winner():
+    """One PLR far above the others (differences of 10 standard errors): the range is that PLR alone."""
+    plrs = [1e-3, 1e-2, 1e-1]
+    out = recommended_range(plrs, [(0.80, 0.01, 5), (0.90, 0.01, 5), (0.75, 0.01, 5)])
+    assert out["range"] == [1e-2, 1e-2] and out["plrs"] == [1e-2]
+
+
+def test_range_tie_within_noise():
+    """Differences smaller than the seeds' spread: the neighbours join the range; a PLR without
+    results (None) never does, and one just beyond 2 standard errors stays out."""
+    plrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    se = (0.02 ** 2 / 3 + 0.02 ** 2 / 3) ** 0.5  # std 0.02 over 4 seeds: sample variance 0.02^2 x 4/3
+    quality = [(0.90 - 2.5 * se, 0.02, 4), (0.90 - 0.5 * se, 0.02, 4), (0.90, 0.02, 4), None,
+               (0.90 - 1.9 * se, 0.02, 4)]
+    out = recommended_range(plrs, quality)
+    assert out["plrs"] == [1e-3, 1e-2, 1.0] and out["range"] == [1e-3, 1.0]
+    assert "2 standard errors" in out["reason"]
+
+
+def test_range_needs_two_seeds():
+    out = recommended_range([1e-3, 1e-2], [(0.8, 0.0, 1), (0.9, 0.0, 1)])
+    assert out["range"] is None and "one seed" in out["reason"]
+    assert recommended_range([1e-3], [None])["range"] is None

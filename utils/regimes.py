@@ -268,3 +268,30 @@ def label_regimes(plrs, train_loss, train_acc, chance, ft_acc=None, swa_acc=None
             "quality": mean_q, "best_quality": best, "boundaries": boundaries, "brackets": brackets,
             "recommended_plr": rec, "reason": reason,
             "rule": rule_text(div_tol, loss_tol, decay_ratio, curve_window, quality_tol, practical)}
+
+
+RANGE_Z = 2.0  # two standard errors of the difference: "statistically indistinguishable from the best"
+
+
+def recommended_range(plrs, quality, z=RANGE_Z):
+    """The PLRs whose fine-tuned/SWA accuracy is statistically indistinguishable from the best.
+
+    quality: per PLR None (no results, or not a candidate) or (mean, std, n) over its n seeds of the
+    quality the recommendation ranks by (std: the population std over the seeds). A PLR is in the
+    set if best mean - its mean is at most z x the standard error of that difference, sqrt(s_b^2 / (n_b - 1) + s_p^2 / (n_p - 1)) (the
+    sample variance from the population std). With fewer than 2 seeds there is no spread to
+    judge by: no range. Returns {"range": [lo, hi] or None, "plrs": [...] or None, "reason": str}.
+    """
+    known = [(p, q) for p, q in zip(plrs, quality) if q is not None]
+    if not known:
+        return {"range": None, "plrs": None, "reason": "no fine-tuning/SWA results: no range can be given"}
+    if min(q[2] for _, q in known) < 2:
+        return {"range": None, "plrs": None, "reason": "one seed per PLR: the spread over seeds is unknown, so no "
+                                                        "range can be given (run more seeds)"}
+    pb, (mb, sb, nb) = max(known, key=lambda kq: kq[1][0])
+    var_b = sb ** 2 / (nb - 1)
+    inside = [p for p, (m, sd, n) in known if mb - m <= z * (var_b + sd ** 2 / (n - 1)) ** 0.5]
+    return {"range": [min(inside), max(inside)], "plrs": inside,
+            "reason": f"PLRs whose mean fine-tuned/SWA test accuracy is within {z:g} standard errors (over seeds) "
+                      f"of the best ({mb:.4f} at PLR {pb:g})"}
+
