@@ -196,7 +196,7 @@ def test_recipe_is_recorded_and_inherited(own, tmp_path):
          "--weight_decay", "1e-4", "--augment", "none")
     ck = checkpoint.load(str(tmp_path / "pt" / "checkpoints" / "final.pt"))
     assert ck["recipe"] == {"optimizer": "adam", "momentum": 0.0, "weight_decay": 1e-4, "augment": "none",
-                            "sphere": "off"}
+                            "sphere": "off", "schedule": "constant"}
     assert "exp_avg" in ck["opts"][0]["state"][0]  # Adam's state, checkpointed
     run("finetune.py", "--from", tmp_path / "pt", "--lr", "1e-4", "--epochs", "1", "--threads", "1",
         "--out", tmp_path / "ft")

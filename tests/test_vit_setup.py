@@ -32,7 +32,7 @@ def test_vit_fmnist_smoke_sweep(tmp_path):
     pt = checkpoint.load(str(root / "pretrain" / "plr1e-3_s0" / "checkpoints" / "final.pt"))
     ft = checkpoint.load(str(root / "finetune" / "plr1e-3_s0" / "checkpoints" / "final.pt"))
     assert pt["recipe"] == ft["recipe"] == {"optimizer": "adam", "momentum": 0.0, "weight_decay": 1e-4,
-                                            "augment": "randaugment", "sphere": "off"}
+                                            "augment": "randaugment", "sphere": "off", "schedule": "constant"}
     assert "exp_avg" in pt["opts"][0]["state"][0]
     # SWA averaged the run's own kept checkpoints (smoke: epochs 1 and 2), no continuation
     assert RunDir(str(root / "swa" / "plr1e-3_s0")).results()["swa_epochs"] == [1, 2]

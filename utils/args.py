@@ -53,9 +53,9 @@ def image_parser():
 def speed_flags(g):
     """The speed switches (utils/image_step.py), on a parser or group: the scripts' and bench/images.py's."""
     g.add_argument("--bf16", nargs="?", const="on", choices=("auto", "on", "off"), default="auto",
-                   help="bf16 autocast for forward passes; auto: on for CUDA where the model record says it was measured "
-                        "to keep the accuracy: the practical ResNet-18 (1.5x faster); off for the SI models (it cost them "
-                        "accuracy), the ViT (not measured yet) and on CPUs (README)")
+                   help="bf16 autocast for forward passes; auto: on for CUDA where the model record says it was "
+                        "measured to keep the accuracy: the practical ResNet-18 (1.5x faster); off for the SI models "
+                        "(it cost them accuracy), the ViT (not measured yet) and on CPUs (README)")
     g.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
                    help="channels_last memory format; auto: on for CUDA (1.5-2.1x faster) and CPUs (1.06-1.3x; "
                         "README, Benchmarks)")
@@ -79,16 +79,24 @@ def recipe_flags(p):
     g.add_argument("--sphere", choices=("on", "off"), default=None,
                    help="projected training on one sphere of all trainable weights (needs a model that "
                         "is scale-invariant; checked at start-up)")
+    g.add_argument("--schedule", choices=("constant", "cosine"), default=None,
+                   help="LR schedule over the stage's T optimizer steps: constant (the default of every model "
+                        "record), or cosine: lr_t = lr0 x 0.5 x (1 + cos(pi t / T)) for steps t = 0 .. T-1, so "
+                        "the first step uses lr0 and the last one lr0 x 0.5 x (1 + cos(pi (T-1) / T)) > 0 "
+                        "(nn.Module models; swa.py's continuation always keeps its LR constant)")
     return p
 
 
-RECIPE = ("optimizer", "momentum", "weight_decay", "augment", "sphere")
+RECIPE = ("optimizer", "momentum", "weight_decay", "augment", "sphere", "schedule")
+# Recipe fields a base may lack (the model records in models/, runs recorded before the field existed)
+RECIPE_DEFAULTS = {"schedule": "constant"}
 
 
 def resolve_recipe(args, base):
     """The run's recipe: `base` (the model record's, or the parent run's) with the flags given on top.
     A flag that does not apply (momentum for Adam) or a negative value is a UserError."""
-    recipe = dict(base, **{k: getattr(args, k) for k in RECIPE if getattr(args, k) is not None})
+    recipe = dict(RECIPE_DEFAULTS, **base)
+    recipe.update({k: getattr(args, k) for k in RECIPE if getattr(args, k, None) is not None})
     for k in ("momentum", "weight_decay"):
         if not (math.isfinite(recipe[k]) and recipe[k] >= 0):
             raise UserError(f"--{k} must be finite and >= 0, got {recipe[k]}")

@@ -14,7 +14,10 @@ The recipe is the run's (flags; the model record's defaults): with the sphere on
 momentum 0, weight decay 0, no augmentation) the optimizer steps the trainable parameters at
 lr = ELR x R^2 and then rescales all of them jointly to norm R (utils/sphere.py: ProjectedSGD ...);
 with it off (the practical ResNet-18: SGD momentum 0.9, weight decay 5e-4, crop + flip) the LR is
-used as it is. Parameters with requires_grad=False (a frozen head) are never trained.
+used as it is. Parameters with requires_grad=False (a frozen head) are never trained. The recipe's
+schedule (--schedule) is constant or cosine over the stage's T = epochs x batches-per-epoch steps
+(step t at lr x 0.5 x (1 + cos(pi t / T)): the first step at the full LR); SWA's continuation is
+always constant.
 
 Data stay on the device as tensors (data/images.py): the training set normalised once (SI) or as
 uint8 augmented per batch (practical); batch indices are slices of one permutation per epoch.
@@ -31,7 +34,8 @@ from data.images import epoch_draws, normalize
 from models import build, resolve
 from utils import checkpoint
 from utils.args import UserError
-from utils.image_step import TrainStep, autocast, batch_starts, epoch_generator, speed_setup, train_epoch, use_bf16
+from utils.image_step import (TrainStep, autocast, batch_starts, epoch_generator, schedule_factor, speed_setup,
+                              train_epoch, use_bf16)
 from utils.population import StopFlag, final_metrics
 from utils.seeding import generator
 from utils.sphere import make_optimizer, recompute_bn_stats, si_norm, si_parameters
@@ -187,14 +191,22 @@ def run_image_stage(rd, *, kind, members, state, salt, epoch0, epochs, data, met
     """
     record, model_args, recipe = resolve(meta["model"]), meta["model_args"], meta["recipe"]
     sphere, aug = recipe["sphere"] == "on", recipe["augment"]
+    # SWA continues pre-training at the PLR: its window is averaged at one constant LR, whatever
+    # schedule the parent (whose recipe swa.py inherits) was trained with
+    schedule = "constant" if swa else recipe.get("schedule", "constant")
+    if schedule != "constant" and cuda_graph:
+        # a CUDA graph would replay the LR it was captured with (the LR is a Python float in the step)
+        print(f"--schedule {schedule}: CUDA graphs off (the LR changes every step)")
+        cuda_graph = False
     bf16 = use_bf16(bf16, device, record.bf16)  # evaluation runs under the same autocast as training
-    models, opts, steps, avgs = [], [], [], []  # modules (state, evaluation), optimizers, training steps, ...
+    models, opts, steps, avgs, bases = [], [], [], [], []  # modules, optimizers, training steps, averages, lr0s
     for i, m in enumerate(members):
         model = build(record, m["seed"], model_args)
         load_state(model, checkpoint.member(state, i), f"member {m['member']}'s starting point")
         model = model.to(device)
         models.append(model)
         opts.append(optimizer(model, recipe, m["lr"], m["radius"] if sphere else None, device))
+        bases.append([g["lr"] for g in opts[-1].param_groups])  # the schedule's lr0 (before any resume)
         steps.append(TrainStep(model, opts[-1], data, batch_size, aug=aug, device=device, bf16=bf16,
                                channels_last=channels_last, compile_=compile_, cuda_graph=cuda_graph))
         if swa:
@@ -217,7 +229,7 @@ def run_image_stage(rd, *, kind, members, state, salt, epoch0, epochs, data, met
             for a, model in zip(avgs, models):
                 a.update_parameters(model)  # the starting point is the window's first checkpoint
         rd.append_metrics(eval_rows(models, members, data, 0, 0, None, sphere, device, bf16,
-                                  with_sharpness and batch_size))
+                                  with_sharpness and batch_size, lr_now=[m["lr"] for m in members]))
 
     def save(path, pos=None):
         checkpoint.save(path, dict(meta, kind=kind, members=members, epoch=epoch, pos=pos,
@@ -227,6 +239,18 @@ def run_image_stage(rd, *, kind, members, state, salt, epoch0, epochs, data, met
 
     stop, n_train = StopFlag(), len(data["y_train"])
     steps_per_epoch = len(batch_starts(n_train, batch_size))
+    total = epochs * steps_per_epoch  # the schedule's T
+
+    def set_lr(i, t):
+        """Member i's LR for the stage's step t, a function of (epoch, batch) alone: a resumed run
+        (from an epoch's start or from `pos` inside one) steps with exactly the same LRs."""
+        f = schedule_factor(schedule, t, total)
+        for group, lr0 in zip(opts[i].param_groups, bases[i]):
+            group["lr"] = lr0 * f
+
+    def lr_now():
+        """Each member's LR (ELR units, like `lr`) at its last step: read from its optimizer."""
+        return [m["lr"] * (o.param_groups[0]["lr"] / b[0]) for m, o, b in zip(members, opts, bases)]
     train_seconds, first = 0.0, epoch
     bar = tqdm(total=epochs, initial=epoch, disable=None, unit="epoch", dynamic_ncols=True)
     while epoch < epochs:
@@ -244,7 +268,8 @@ def run_image_stage(rd, *, kind, members, state, salt, epoch0, epochs, data, met
             g = epoch_generator(salt, m["seed"], epoch0 + e)  # drawn on the CPU: the same on any device
             perm = torch.randperm(n_train, generator=g).to(device)
             draws = epoch_draws(aug, n_train, generator=g, device=device)  # in batch order
-            done = train_epoch(step, perm, draws, start, sums[i], stop)
+            before = None if schedule == "constant" else (lambda b, i=i, k=epoch: set_lr(i, k * steps_per_epoch + b))
+            done = train_epoch(step, perm, draws, start, sums[i], stop, before)
             if stop.set:
                 save(rd.last_ckpt, pos={"member": i, "batch": done, "sums": [s.cpu() for s in sums]})
                 print(f"SIGTERM: checkpoint written at epoch {epoch} + member {i} batch {done} to "
@@ -259,7 +284,7 @@ def run_image_stage(rd, *, kind, members, state, salt, epoch0, epochs, data, met
         bar.update(1)
         if epoch % eval_every == 0 or epoch == epochs:
             rows = eval_rows(models, members, data, epoch, epoch * steps_per_epoch, sums, sphere, device, bf16,
-                             with_sharpness and batch_size)
+                             with_sharpness and batch_size, lr_now=lr_now())
             rd.append_metrics(rows)
             images = len(members) * n_train * (epoch - first) / max(train_seconds, 1e-9)
             tqdm.write(f"epoch {epoch:>4}/{epochs} | {digest(rows)} | {images:,.0f} images/s")
@@ -272,7 +297,8 @@ def run_image_stage(rd, *, kind, members, state, salt, epoch0, epochs, data, met
         for a, model, m in zip(avgs, models, members):
             model.load_state_dict(a.module.state_dict())
             recompute_bn_stats(model, bn_batches(data, batch_size, m["seed"]))
-        rows = eval_rows(models, members, data, epoch, epoch * steps_per_epoch, None, sphere, device, bf16)
+        rows = eval_rows(models, members, data, epoch, epoch * steps_per_epoch, None, sphere, device, bf16,
+                         lr_now=lr_now())
         rd.append_metrics([dict(r, swa=True) for r in rows])
         print(f"SWA of {epochs + 1} checkpoints | {digest(rows)}")
     final_rows = [r for r in rd.metrics() if r["epoch"] == epoch and r.get("swa", False) == swa]
@@ -293,10 +319,11 @@ def _cpu(state):
     return state
 
 
-def eval_rows(models, members, data, epoch, step, sums, sphere, device, bf16, sharpness_batch=None):
+def eval_rows(models, members, data, epoch, step, sums, sphere, device, bf16, sharpness_batch=None, lr_now=None):
     """metrics.jsonl rows of every member: train (the epoch's running mean over its mini-batches,
     train-mode BN; at epoch 0 and after SWA a clean pass over the training set with eval-mode BN)
-    and test (eval-mode BN). sharpness_batch: also the train row's `sharpness` at this batch size."""
+    and test (eval-mode BN). sharpness_batch: also the train row's `sharpness` at this batch size.
+    lr_now: each member's scheduled LR (ELR units) at its last step, as the rows' `lr_now`."""
     rows = []
     for i, (m, model) in enumerate(zip(members, models)):
         if sums is None:
@@ -309,6 +336,8 @@ def eval_rows(models, members, data, epoch, step, sums, sphere, device, bf16, sh
         for split, (loss, acc) in (("train", train), ("test", test)):
             rows.append({"member": m["member"], "epoch": epoch, "step": step, "split": split, "loss": loss,
                          "acc": acc, "weight_norm": norm, "lr": m["lr"]})
+            if lr_now is not None:
+                rows[-1]["lr_now"] = lr_now[i]
         if sharpness_batch:
             rows[-2]["sharpness"] = sharpness(model, data, sharpness_batch, sphere)
     return rows

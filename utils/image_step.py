@@ -10,6 +10,8 @@ A step reads its batch through static buffers, so on CUDA it can be captured onc
 graph and replayed (`TrainStep`); the speed switches (`speed_switches`: --bf16, --channels_last,
 --compile, --cuda_graph) all act here.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -67,6 +69,17 @@ def autocast(device, bf16):
 def epoch_generator(salt, seed, epoch):
     """The generator of one member's epoch: its permutation first, then augmentation draws."""
     return generator("image_batches", salt, seed, epoch)
+
+
+def schedule_factor(schedule, t, total):
+    """The LR of optimizer step t (0-based) of a stage of `total` steps, as a fraction of the run's LR:
+    constant: 1; cosine: 0.5 x (1 + cos(pi t / total)), so step 0 uses the full LR, step total/2
+    half of it and the last step (t = total - 1) 0.5 x (1 + cos(pi (total - 1) / total)) > 0."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t / total))
+    raise UserError(f"--schedule {schedule!r}: unknown; known: constant, cosine")
 
 
 def batch_starts(n, batch_size):
@@ -172,13 +185,14 @@ class TrainStep:
             self._body(n)
 
 
-def train_epoch(step, perm, draws, start, sums, stop):
+def train_epoch(step, perm, draws, start, sums, stop, before=None):
     """Train one member from batch `start` of the epoch whose permutation (on the device) is `perm`
     (draws: the epoch's (3, n) augmentation draws in batch order, or None), one `step` per batch.
 
     sums: (3,) float64 device tensor, accumulating loss x n, correct, n (no host sync per step).
     Returns the index of the next batch (== number of batches when the epoch is done; less when
     `stop` was set, then the caller checkpoints and resumes there).
+    before: called with the batch index b before step b (an LR schedule sets the optimizer's LR there).
     """
     step.model.train()
     starts = batch_starts(len(perm), step.batch_size)
@@ -186,6 +200,8 @@ def train_epoch(step, perm, draws, start, sums, stop):
     try:
         for b in range(start, len(starts)):
             s = starts[b]
+            if before is not None:
+                before(b)
             step(perm[s:s + step.batch_size], None if draws is None else draws[:, s:s + step.batch_size])
             if stop is not None and stop.set:
                 return b + 1

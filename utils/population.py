@@ -53,7 +53,10 @@ def resolve_schedule(args, dataset, kind):
 
 
 def check_recipe(recipe):
-    """The fused backend's hand-written step is projected SGD without momentum or weight decay."""
+    """The fused backend's hand-written step is projected SGD without momentum or weight decay, at a
+    constant LR."""
+    if recipe.get("schedule", "constant") != "constant":
+        raise UserError(f"--schedule {recipe['schedule']}: the fused population backend trains at a constant LR only")
     plain = {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "augment": "none", "sphere": "on"}
     off = [k for k, v in plain.items() if recipe[k] != v]
     if off:

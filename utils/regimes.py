@@ -278,9 +278,10 @@ def recommended_range(plrs, quality, z=RANGE_Z):
 
     quality: per PLR None (no results, or not a candidate) or (mean, std, n) over its n seeds of the
     quality the recommendation ranks by (std: the population std over the seeds). A PLR is in the
-    set if best mean - its mean is at most z x the standard error of that difference, sqrt(s_b^2 / (n_b - 1) + s_p^2 / (n_p - 1)) (the
-    sample variance from the population std). With fewer than 2 seeds there is no spread to
-    judge by: no range. Returns {"range": [lo, hi] or None, "plrs": [...] or None, "reason": str}.
+    set if best mean - its mean is at most z x the standard error of that difference,
+    sqrt(s_b^2 / (n_b - 1) + s_p^2 / (n_p - 1)) (the sample variance from the population std).
+    With fewer than 2 seeds there is no spread to judge by: no range.
+    Returns {"range": [lo, hi] or None, "plrs": [...] or None, "reason": str}.
     """
     known = [(p, q) for p, q in zip(plrs, quality) if q is not None]
     if not known:

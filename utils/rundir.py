@@ -122,9 +122,10 @@ class RunDir:
                 old = self.config()
             except (OSError, ValueError) as e:
                 raise UserError(f"{self.config_path} is unreadable ({e}); choose another --out")
-            if old.get("stage") != stage or old.get("settings") != settings:
-                diff = sorted(k for k in set(settings) | set(old.get("settings", {}))
-                              if settings.get(k) != old.get("settings", {}).get(k))
+            # a flag added after the run started, at its default (None), leaves the run the same run
+            old_settings = dict({k: None for k in settings}, **old.get("settings", {}))
+            if old.get("stage") != stage or old_settings != settings:
+                diff = sorted(k for k in set(settings) | set(old_settings) if settings.get(k) != old_settings.get(k))
                 raise UserError(f"{self.path} holds a different run ({old.get('stage')}; differs in "
                                 f"{', '.join(diff) or 'stage'}); choose another --out")
             if self.is_complete():
