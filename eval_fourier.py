@@ -75,15 +75,14 @@ def build_parser():
     return p
 
 
-def single_feature_rows(dataset, backend, ckpt, test, device):
+def single_feature_rows(dataset, backend, ckpt, accuracy, test, device):
     """Datasets drawn per data seed (tick): every member's accuracy on each single-feature test set
     (the record's `feature_sets`: 16 for tick), on the sets of its own data seed."""
     seeds = backend.data_seeds(ckpt)  # of each group of members that share their data
     sets = {d: dataset.feature_sets(d) for d in sorted(set(seeds))}
     n_features = len(next(iter(sets.values()))[0])
-    feats = torch.stack([backend.member_accuracy(ckpt, torch.stack([sets[d][0][i] for d in seeds]).to(device),
-                                                 torch.stack([sets[d][1][i] for d in seeds]).float().to(device),
-                                                 device)
+    feats = torch.stack([accuracy(torch.stack([sets[d][0][i] for d in seeds]).to(device),
+                                  torch.stack([sets[d][1][i] for d in seeds]).float().to(device))
                          for i in range(n_features)], dim=1)  # (M, features)
     top = feats.sort(dim=1, descending=True).values
     print(f"median sorted single-feature accuracy, rank 1 / 2 / {n_features}: {top[:, 0].median():.1%} / "
@@ -92,12 +91,12 @@ def single_feature_rows(dataset, backend, ckpt, test, device):
             for i, m in enumerate(ckpt["members"])]
 
 
-def band_rows(backend, ckpt, test, bands, test_set, old, splits, device):
+def band_rows(ckpt, accuracy, test, bands, test_set, old, splits):
     """Image datasets: accuracy on each band group's test set; groups already in features.jsonl are
     kept. splits: {s: {"low": key, "mid": key}} of the band-split study, merged into the rows'."""
     accs = {}
     for key, x in band_test_sets(test_set["raw"], bands, test_set["mean"], test_set["std"]):  # a group at a time
-        accs[key] = backend.member_accuracy(ckpt, x, test_set["y"], device).tolist()
+        accs[key] = accuracy(x, test_set["y"]).tolist()
     if accs:
         print("median accuracy: " + ", ".join(f"{k} {torch.tensor(v).median():.1%}" for k, v in accs.items()))
     rows = []
@@ -196,12 +195,13 @@ def main():
     device = setup_torch(args)
     t0 = time.perf_counter()
     test_set = backend.test_set(ckpt, args, device)  # the regular test set (each member's own, per data seed)
-    test = backend.member_accuracy(ckpt, test_set["x"], test_set["y"], device).tolist()
+    accuracy = backend.member_accuracy(ckpt, device)  # every member's, on any test set
+    test = accuracy(test_set["x"], test_set["y"]).tolist()
     print(f"{out}: {len(test)} members, median test accuracy {torch.tensor(test).median():.1%}")
     if dataset.features == "bands":
-        rows = band_rows(backend, ckpt, test, todo, test_set, old, new_splits, device)
+        rows = band_rows(ckpt, accuracy, test, todo, test_set, old, new_splits)
     else:
-        rows = single_feature_rows(dataset, backend, ckpt, test, device)
+        rows = single_feature_rows(dataset, backend, ckpt, accuracy, test, device)
     write_jsonl_atomic(out, rows)
     print(f"{out}: written in {time.perf_counter() - t0:.1f} s")
 

@@ -60,9 +60,10 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}; SI ConvNet width {args.width}")
     one = dict(ckpt, state=checkpoint.stack(states[:1]), members=members[:1])
     t0 = time.perf_counter()
-    member_accuracy(one, data["xn_test"], data["y_test"], device)
+    accuracy = member_accuracy(one, device)
+    accuracy(data["xn_test"], data["y_test"])
     for _, x in band_test_sets(data["x_test"], parse_bands(PAPER_BANDS), CIFAR_MEAN, CIFAR_STD):
-        member_accuracy(one, x, data["y_test"], device)
+        accuracy(x, data["y_test"])
     t = time.perf_counter() - t0
     print(f"bands: regular test set + 4 band groups of {args.test_images:,} images, one member: {t:.1f} s", flush=True)
     alphas = [i / (args.points - 1) for i in range(args.points)]

@@ -9,7 +9,7 @@ paths (and, for data drawn per seed, data_seeds):
   members as stacked tensors, in iterations);
 - utils/module_backend.py: any nn.Module, one member at a time, in epochs (utils/image_stage.py).
 """
-from models import construct
+from models import build
 from models.custom import parse_model_args
 from utils import checkpoint
 from utils.args import UserError
@@ -42,12 +42,6 @@ def model_args(record, args, data):
     return dict(out, num_classes=data["num_classes"], in_channels=data["in_channels"])
 
 
-def check_builds(record, model_args):
-    """Construct the model once (a UserError for a constructor that raises), before anything is written."""
-    args = dict(model_args)
-    return construct(record, args.pop("num_classes"), args.pop("in_channels"), args)
-
-
 def member_states(inits, members):
     """The members' starting weights as one stacked state_dict: each member its seed's initial
     weights (inits: {seed: state_dict})."""
@@ -72,7 +66,7 @@ def run_meta(meta):
 def describe(record, model_args, dataset, data, recipe, members, args, device, backend):
     """The start-up lines: what is trained, on what, with which derived values (actual lr = ELR x R^2)."""
     extra = {k: v for k, v in model_args.items() if k not in record.reserved}
-    n_params = sum(p.numel() for p in check_builds(record, model_args).parameters() if p.requires_grad)
+    n_params = sum(p.numel() for p in build(record, 0, model_args).parameters() if p.requires_grad)
     print(f"pre-training {len(members)} {record.name} ({', '.join(f'{k}={v}' for k, v in extra.items()) or 'defaults'}"
           f", {n_params:,} trainable parameters) on {dataset.name} ({data['summary']}), {device}, "
           f"{backend.length_text(args)} of batch {args.batch_size}")

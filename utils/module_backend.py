@@ -175,10 +175,12 @@ def test_set(ckpt, args, device):
     return {"x": d["xn_test"], "y": d["y_test"], "raw": d["x_test"], "mean": d["mean"], "std": d["std"]}
 
 
-def member_accuracy(ckpt, x, y, device):
-    """Accuracy (M,) float64 of every member on normalised images x (N, C, H, W), y (N,), eval-mode BN."""
-    return torch.tensor([evaluate(eval_model(ckpt, device, checkpoint.member(ckpt["state"], i)), x, y, device)[1]
-                         for i in range(len(ckpt["members"]))], dtype=torch.float64)
+def member_accuracy(ckpt, device):
+    """A function (x, y) -> accuracy (M,) float64 of every member of the checkpoint on normalised
+    images x (N, C, H, W), y (N,), eval-mode BN; the members' models are built once, for all the
+    test sets it is called on."""
+    models = [eval_model(ckpt, device, checkpoint.member(ckpt["state"], i)) for i in range(len(ckpt["members"]))]
+    return lambda x, y: torch.tensor([evaluate(m, x, y, device)[1] for m in models], dtype=torch.float64)
 
 
 def paths(pairs, alphas, args, device):

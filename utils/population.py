@@ -132,10 +132,12 @@ def test_set(ckpt, args, device):
     return {"x": d["x_test"], "y": d["y_test"]}
 
 
-def member_accuracy(ckpt, x, y, device):
-    """Accuracy (M,) float64 of every member on its group's samples x (P, N, 32), y (P, N)."""
-    w = from_state_dict(ckpt["state"])
-    return evaluate({k: v.to(device) for k, v in w.items()}, len(data_seeds(ckpt)), x, y)[1]
+def member_accuracy(ckpt, device):
+    """A function (x, y) -> accuracy (M,) float64 of every member of the checkpoint on its group's
+    samples x (P, N, 32), y (P, N); the weights are moved to `device` once."""
+    w = {k: v.to(device) for k, v in from_state_dict(ckpt["state"]).items()}
+    groups = len(data_seeds(ckpt))
+    return lambda x, y: evaluate(w, groups, x, y)[1]
 
 
 def paths(pairs, alphas, args, device):
