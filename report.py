@@ -182,6 +182,7 @@ def add_regimes(summary, records, notes):
     for e in per:  # the second half of pre-training: still falling (regime 1) or flat (regime 2)?
         c = mean_curve([r for r in records if r["stage"] == "pretrain" and r["plr"] == e["plr"]])
         curves.append([p for p in c if p[0] >= c[-1][0] / 2] if c else None)
+    stats = [seed_quality(records, e["plr"]) for e in per]
     try:
         out = label_regimes(
             [e["plr"] for e in per], [e["pretrain"]["train_loss"] for e in per],
@@ -189,17 +190,17 @@ def add_regimes(summary, records, notes):
             ft_acc=[{k: s["test_acc"] for k, s in e["finetune"].items()} or None for e in per],
             swa_acc=[e["swa"]["test_acc"] if e["swa"] else None for e in per], loss_curves=curves,
             pt_test_acc=[e["pretrain"]["test_acc"] for e in per],
-            practical=meta.get("recipe", {}).get("sphere") == "off")  # off the sphere: PROTOCOL.md section 6
+            practical=meta.get("recipe", {}).get("sphere") == "off",  # off the sphere: PROTOCOL.md section 6
+            quality_stats=stats)
     except ValueError as err:
         notes.append(f"regimes not labelled: {err}")
         return
     for e, label in zip(per, out["labels"]):
         e["regime"] = label
     summary.update(boundaries=out["boundaries"], brackets=out["brackets"], recommended_plr=out["recommended_plr"],
-                   recommendation_reason=out["reason"], rule=out["rule"])
+                   recommendation_reason=out["reason"], two_a_test=out["two_a_test"], rule=out["rule"])
     # among the PLRs that do not diverge, as the recommendation itself
-    rng = recommended_range([e["plr"] for e in per],
-                            [None if e["regime"] == "3" else seed_quality(records, e["plr"]) for e in per])
+    rng = recommended_range([e["plr"] for e in per], [None if e["regime"] == "3" else q for e, q in zip(per, stats)])
     summary.update(recommended_range=rng["range"], recommended_range_plrs=rng["plrs"],
                    recommended_range_reason=rng["reason"])
 
@@ -229,6 +230,7 @@ def write_report_md(summary, root, drawn):
              + (f" - {summary['recommendation_reason']}" if summary.get("recommendation_reason") else ""), "",
              f"**Recommended range: {' .. '.join(map(fmt, summary.get('recommended_range') or [])) or 'none'}**"
              + (f" - {summary['recommended_range_reason']}" if summary.get("recommended_range_reason") else ""), "",
+             f"2A vs 2B: {summary.get('two_a_test') or '-'}.", "",
              "| boundary | detected | bracket | paper |", "|---|---|---|---|"]
     for k in ("1|2", "2A|2B", "2|3"):
         br = (summary.get("brackets") or {}).get(k)

@@ -10,26 +10,32 @@
 #   bash run_all.sh --setup resnet18_si_cifar10 --preset paper --data_dir ~/datasets --slurm \
 #       --sbatch "--partition=gpu --gres=gpu:1 --time=12:00:00 --account=me"
 #   bash run_all.sh --setup convnet_si_cifar10 --dry_run   # print the commands, run nothing
+#   bash run_all.sh --setup convnet_si_fmnist --preset scan   # cheap: short pre-training only -> 1|2, a PLR
 #   bash run_all.sh --setup mine --model my_net.py:Net --dataset my_data.npz --plrs "1e-3 1e-2 0.1" \
 #       --flrs "1e-4 1e-3" --epochs 5 --ft_epochs 3 --seeds "0 1"   # your own model and data
 #
 # Setups: synthetic, convnet_si_cifar10, convnet_si_cifar100, resnet18_si_cifar10,
 # resnet18_si_cifar100, resnet18_cifar10, resnet18_cifar100, convnet_si_fmnist, or any NAME with
 # --model and --dataset; presets smoke, quick, paper (grids in PROTOCOL.md sections 4, 6, 7; see the
-# README for what each preset runs). --model, --model_args, --dataset, --plrs, --flrs, --seeds,
-# --epochs, --ft_epochs override a setup's values. Each stage is a list of independent runs (data
-# drawn per seed: one population per group of data seeds; otherwise one run per PLR and seed).
+# README for what each preset runs) and scan: the paper preset's PLR grid and pre-training, but one
+# seed and a fifth of the steps, no fine-tuning -> report.py's 1|2 boundary and the smallest
+# regime-2 PLR. --model, --model_args, --dataset, --plrs, --flrs, --seeds, --epochs, --ft_epochs
+# override a setup's values (with scan, --epochs is the full pre-training the scan is a fifth of);
+# --stages "pretrain finetune swa evaluate" runs only some stages (then the report). Each stage is a
+# list of independent runs (data drawn per seed: one population per group of data seeds; otherwise
+# one run per PLR and seed).
 # Locally they run --jobs at a time (default: one per CPU core, 1 torch thread each); with --slurm
 # each stage is one array job (one index = one run) that starts after the previous stage
 # succeeded (afterok), and the job ids are printed. Everything goes to ROOT/SETUP/ (ROOT = --out,
-# default runs): pretrain/, finetune/, swa/, geometry/, summary.json, report.md, figures/.
+# default runs): pretrain/, finetune/, swa/, geometry/, summary.json, report.md, figures/ (a scan:
+# ROOT/SETUP/scan/).
 set -euo pipefail
 
 die() { echo "error: $*" >&2; exit 2; }
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 
 SETUP=synthetic PRESET=quick ROOT=runs PY=${PYTHON:-python} THREADS="" JOBS="" DATA_DIR="" SLURM=0 DRY=0
-SBATCH="" SHARPNESS="" O_MODEL="" O_MODEL_ARGS="" O_DATASET="" O_PLRS="" O_FLRS="" O_SEEDS="" O_EPOCHS="" O_FT_EPOCHS=""
+SBATCH="" SHARPNESS="" STAGES="pretrain finetune swa evaluate" O_MODEL="" O_MODEL_ARGS="" O_DATASET="" O_PLRS="" O_FLRS="" O_SEEDS="" O_EPOCHS="" O_FT_EPOCHS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --setup) [ $# -ge 2 ] || die "--setup needs a value"; SETUP=$2; shift 2 ;;
@@ -42,6 +48,8 @@ while [ $# -gt 0 ]; do
     --sbatch) [ $# -ge 2 ] || die "--sbatch needs a value (options for sbatch, quoted)"; SBATCH=$2; shift 2 ;;
     --sharpness) SHARPNESS="--sharpness"; shift ;;
     --dry_run) DRY=1; shift ;;
+    --stages) [[ $# -ge 2 && $2 =~ ^(pretrain|finetune|swa|evaluate)(\ +(pretrain|finetune|swa|evaluate))*$ ]] || \
+                die "--stages needs some of: pretrain finetune swa evaluate (quoted list)"; STAGES=$2; shift 2 ;;
     --model) [ $# -ge 2 ] || die "--model needs a value"; O_MODEL=$2; shift 2 ;;
     --model_args) [ $# -ge 2 ] || die "--model_args needs a value (KEY=VALUE ..., quoted)"; O_MODEL_ARGS=$2; shift 2 ;;
     --dataset) [ $# -ge 2 ] || die "--dataset needs a value"; O_DATASET=$2; shift 2 ;;
@@ -72,6 +80,8 @@ SI_PLRS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2 2e-2 5e-2 0.1 0.2 0.5
 EXTRA="" SEEDS="0" IMG="" FT="" GEO="" DATA_SEEDS="" PAPER="" WIDTH="" DATASET="" MODEL="" CUSTOM=0 MODEL_ARGS=""
 SWA="--n_models 5" FOURIER=""  # SWA: continue 4 epochs and average 5; FOURIER: eval_fourier.py's extra flags
 VIT_SWA="--n_models 5 --stride 2"  # appendix F: the run's own epochs E-8, E-6, ..., E (train.py --save_epochs)
+PT_LEN=200  # the paper preset's pre-training: epochs (images), iterations (synthetic); scan: a fifth of it
+SCAN_FRACTION=5  # scan: 1 / SCAN_FRACTION of PT_LEN (bench/scan_budget.py measures the choice)
 case "$SETUP" in
   synthetic) DATASET=tick MODEL=mlp_si PAPER="7.5e-3 1.78e-2 5.6e-2"
     # PROTOCOL.md section 7: logspace(-4.5,-2.25,10)[:-1] + logspace(-2.25,-1.25,9)[:-1] + logspace(-1.25,0,6)
@@ -82,6 +92,7 @@ case "$SETUP" in
       paper) SEEDS="0 1 2 3 4"; DATA_SEEDS="0 1 2 3 4 5 6 7 8 9" ;;
       quick) SEEDS="0 1"; DATA_SEEDS="0 1"; FLRS="3.16e-5 3.16e-4 1.78e-3 7.50e-3" ;;
       smoke) PLRS="1e-3 1e-2 0.3"; FLRS="1e-4 3e-3"; DATA_SEEDS="0 1"; EXTRA="--smoke" ;;
+      scan) SEEDS=0 DATA_SEEDS=0 PT_LEN=40000 EXTRA="--iters $((40000 / SCAN_FRACTION))" ;;
     esac ;;
   convnet_si_cifar10) DATASET=cifar10 MODEL=convnet_si WIDTH=32 PLRS=$SI_PLRS FLRS="1e-5 5e-4" PAPER="5e-4 2e-3 2e-2" ;;
   convnet_si_cifar100) DATASET=cifar100 MODEL=convnet_si WIDTH=128 PLRS=$SI_PLRS FLRS="1e-5 2e-4" PAPER="2e-4 2e-3 0.1" ;;
@@ -99,13 +110,13 @@ case "$SETUP" in
   vit_cifar10) DATASET=cifar10 MODEL=vit_small PAPER="1e-4 1e-3 none" SWA=$VIT_SWA FOURIER="--band_splits 4,6,8,10"
     # appendix F: 500 + 500 epochs of Adam (the model record's recipe: batch 512, weight decay 1e-4, RandAugment)
     PLRS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2" FLRS="1e-5 2e-5 5e-5 1e-4"
-    IMG="--epochs 500 --save_epochs 492 494 496 498" FT="--epochs 500"
+    IMG="--epochs 500 --save_epochs 492 494 496 498" FT="--epochs 500" PT_LEN=500
     [ "$PRESET" != quick ] || {  # every other PLR, a tenth of the epochs on 10000 images
       PLRS="1e-5 5e-5 2e-4 1e-3 5e-3"; IMG="--epochs 50 --train_size 10000 --save_epochs 42 44 46 48"
       FT="--epochs 50"; } ;;
   vit_fmnist) DATASET=fashion_mnist MODEL=vit_small SWA=$VIT_SWA FOURIER="--band_splits 4,6,8,10"
     PLRS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2" FLRS="1e-5 1e-4"
-    IMG="--epochs 100 --save_epochs 92 94 96 98" FT="--epochs 100"
+    IMG="--epochs 100 --save_epochs 92 94 96 98" FT="--epochs 100" PT_LEN=100
     [ "$PRESET" != quick ] || {  # a small ViT on a Fashion-MNIST subset: under 30 minutes on 2 CPU cores
       # (ViT-Small's recipe, but dim 64, depth 2, patches of 8 and batch 128, on 4000 + 2000 images)
       PLRS="1e-4 3e-4 1e-3 3e-3 1e-2 3e-2"; FLRS="1e-5 1e-4"; GEO="--points 5"
@@ -116,7 +127,7 @@ case "$SETUP" in
        die "unknown setup '$SETUP'; known: $SETUPS, or any name with --model and --dataset (your own)"
      CUSTOM=1 PLRS="1e-4 1e-3 1e-2 0.1 1" FLRS="1e-4 1e-3" ;;
 esac
-case "$PRESET" in smoke|quick|paper) ;; *) die "unknown preset '$PRESET' for setup $SETUP; known: smoke quick paper" ;; esac
+case "$PRESET" in smoke|quick|paper|scan) ;; *) die "unknown preset '$PRESET' for setup $SETUP; known: smoke quick paper scan" ;; esac
 if [ -z "$DATA_SEEDS" ]; then  # one run per PLR and seed: the image setups' presets
   case "$PRESET" in
     paper) SEEDS="0 1 2" ;;  # 200 + 200 epochs: the scripts' defaults
@@ -126,8 +137,11 @@ if [ -z "$DATA_SEEDS" ]; then  # one run per PLR and seed: the image setups' pre
            fi ;;
     smoke) PLRS="1e-3 0.3"; FLRS="1e-4 1e-3"; EXTRA="--smoke" IMG="" FT="" GEO="" MODEL_ARGS=""
            case "$SWA" in *--stride*) SWA="--n_models 2 --stride 1" IMG="--save_epochs 1" ;; esac ;;
+    scan) SEEDS=${SEEDS%% *} PT_LEN=${O_EPOCHS:-$PT_LEN} O_EPOCHS=""
+          IMG="--epochs $(( (PT_LEN + SCAN_FRACTION - 1) / SCAN_FRACTION ))" ;;
   esac
 fi
+[ "$PRESET" != scan ] || STAGES=pretrain
 # overrides (and a custom setup's values)
 [ -z "$O_MODEL" ] || { MODEL=$O_MODEL; WIDTH="" MODEL_ARGS=""; }
 [ -z "$O_MODEL_ARGS" ] || MODEL_ARGS=$O_MODEL_ARGS
@@ -149,6 +163,7 @@ DATA_FLAGS="--dataset $(q "$DATASET") --model $(q "$MODEL") $MARGS"
 REPORT_FLAGS=""; [ -z "$PAPER" ] || REPORT_FLAGS="--paper_boundaries $PAPER"
 
 DIR="$ROOT/$SETUP"
+[ "$PRESET" != scan ] || DIR="$ROOT/$SETUP/scan"  # next to the sweep it stands in for, not mixed into it
 if [ "$DRY" = 0 ]; then
   mkdir -p "$DIR/logs" 2>/dev/null && [ -w "$DIR" ] || die "cannot write to $DIR; choose another --out"
 fi
@@ -225,7 +240,6 @@ run_local() {
   return $rc
 }
 
-STAGES="pretrain finetune swa evaluate"
 start=$(date +%s)
 if [ "$DRY" = 1 ]; then
   for stage in $STAGES; do echo "# $stage"; stage_commands "$stage" | cut -f2-; done

@@ -213,7 +213,7 @@ class MLPPopulation:
         the projection onto the sphere.
 
         x: (P, K, B, D) each group's batches of K successive steps; y: (P, K, B) float labels;
-        lr: (M,) actual LR per member. Backward is linear in d(loss)/d(logit), so scaling that by
+        lr: (M,) actual LR per member, or (K, M): step k's (a schedule). Backward is linear in d(loss)/d(logit), so scaling that by
         lr / B once gives lr-scaled gradients everywhere, and the update is fused into the
         weight-gradient products.
 
@@ -228,14 +228,16 @@ class MLPPopulation:
         M, P, G, H, D = self.M, self.P, self.G, self.H, self.D
         K, B = x.shape[1], x.shape[2]
         grp = torch.arange(M, device=x.device) // G  # (M,) group of each member
-        w3lr = self.w3.view(M, 1, H) * (lr / B).view(M, 1, 1)  # (M, 1, H) head, scaled by lr / B
+        # (K or 1, M, 1, H) head, scaled by each step's lr / B
+        w3lr = (self.w3.view(1, M, 1, H) * (lr / B).view(-1, M, 1, 1)).to(self.w3.dtype)
         xf = x.reshape(P, K, B * D)
         c = self._chunk_size(x.device)
         for s in range(0, M, c):
             e = min(M, s + c)
             b, g = self._work_buffers(e - s, B, x), grp[s:e]
             for k in range(K):
-                self._step_chunk(s, e, xf[:, k], y[:, k].index_select(0, g), w3lr[s:e], g, radius, b)
+                w = w3lr[k if len(w3lr) > 1 else 0]
+                self._step_chunk(s, e, xf[:, k], y[:, k].index_select(0, g), w[s:e], g, radius, b)
 
     def _chunk_size(self, device):
         """Members per chunk: `chunk`, else CPU_CHUNK on a CPU and all on a GPU; balanced, so that

@@ -294,7 +294,43 @@ def test_range_tie_within_noise():
     assert "2 standard errors" in out["reason"]
 
 
-def test_range_needs_two_seeds():
+def test_range_needs_three_seeds():
     out = recommended_range([1e-3, 1e-2], [(0.8, 0.0, 1), (0.9, 0.0, 1)])
     assert out["range"] is None and "one seed" in out["reason"]
+    out = recommended_range([1e-3, 1e-2], [(0.8, 0.01, 2), (0.9, 0.01, 3)])
+    assert out["range"] is None and "2 seeds" in out["reason"] and "at least 3" in out["reason"]
     assert recommended_range([1e-3], [None])["range"] is None
+
+
+def _stats(means, std, n):
+    return [None if m is None else (m, std, n) for m in means]
+
+
+def test_two_a_statistical_with_enough_seeds():
+    """With >= 3 seeds the 2A test is the range's (within 2 standard errors over seeds of the best PLR's
+    mean quality), so it follows the spread: tight seeds split off a PLR a fixed 0.02 keeps, noisy
+    ones keep PLRs 0.02 drops; the best regime-2 PLR stays 2A, and 2A stays the lower part."""
+    q = [0.88] * 4 + [0.90, 0.91, 0.905, 0.85, 0.80] + [0.5] * 3  # regime 2 = indices 4..8, best 0.91 at 5e-3
+    ft = [{1e-4: v} for v in q]
+    two_a = lambda out: [p for p, lab in zip(PLRS, out["labels"]) if lab == "2A"]  # noqa: E731
+    fixed = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft)
+    assert two_a(fixed) == [2e-3, 5e-3, 1e-2] and "fixed tolerance" in fixed["two_a_test"]
+    # std 0.001 over 10 seeds: 2 standard errors = 0.00094; 1e-2 (0.005 below) is 2B, 2e-3 (0.01 below)
+    # votes 2B but lies below the best, which keeps it in 2A
+    tight = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft, quality_stats=[(v, 0.001, 10) for v in q])
+    assert two_a(tight) == [2e-3, 5e-3] and tight["recommended_plr"] == 5e-3
+    assert "statistical" in tight["two_a_test"] and "standard errors" in tight["rule"]
+    # std 0.05 over 3 seeds: 2 standard errors = 0.1; 2e-2 (0.06 below) is 2A, 5e-2 (0.11 below) is not
+    noisy = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft, quality_stats=[(v, 0.05, 3) for v in q])
+    assert two_a(noisy) == [2e-3, 5e-3, 1e-2, 2e-2] and noisy["labels"][8] == "2B"
+    # 2 seeds: too few, the fixed tolerance stays
+    two = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft, quality_stats=[(v, 0.05, 2) for v in q])
+    assert two["labels"] == fixed["labels"] and "fixed tolerance" in two["two_a_test"]
+
+
+def test_best_stays_two_a_when_lower_plrs_vote_two_b():
+    """Fixed tolerance: the first regime-2 PLR is far worse, the second is the best. "2A empty" and "2A up
+    to the best" disagree with one vote each; the tie goes to the best."""
+    q = [0.88] * 4 + [0.80, 0.91, 0.85, 0.85, 0.80] + [0.5] * 3
+    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=[{1e-4: v} for v in q])
+    assert out["labels"][4:9] == ["2A", "2A", "2B", "2B", "2B"] and out["recommended_plr"] == 5e-3

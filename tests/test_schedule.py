@@ -1,6 +1,6 @@
 """The recipe's --schedule (constant | cosine): the LR each optimizer step uses, the metrics rows'
 lr_now, exact resume of a cosine run killed mid-way, inheritance by finetune.py (and SWA's constant
-continuation), and the fused population backend's refusal."""
+continuation), and the same schedule in the fused population backend."""
 import json
 import math
 import os
@@ -152,9 +152,40 @@ def test_finetune_inherits_cosine_swa_keeps_constant(cifar, tmp_path):
     assert {r["lr_now"] for r in RunDir(str(tmp_path / "swa")).metrics()} == {0.2}
 
 
-def test_population_backend_refuses_cosine(tmp_path):
-    proc = run("train.py", "--smoke", "--threads", "1", "--lr", "1e-3", "--schedule", "cosine",
-               "--out", tmp_path / "pop", check=False)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert len(lines) == 1 and "--schedule cosine" in lines[0] and "constant LR" in lines[0], lines
+def test_population_cosine_steps_and_rows(tmp_path):
+    """The fused backend: a (K, M) LR per step inside one block is K single steps at those LRs, bit for
+    bit, and a cosine run's rows carry lr_now = lr0 x the factor of its last step."""
+    from models.mlp import MLPPopulation, init_member
+    torch.manual_seed(0)
+    w = [init_member(s, width=8) for s in (0, 1)]
+    stack = lambda: [torch.stack([m[k] for m in w]) for k in ("w1", "w2", "w3")]  # noqa: E731
+    x, y = torch.randn(2, 6, 4, 32), (torch.rand(2, 6, 4) > 0.5).float()
+    lrs = torch.tensor([[0.3, 0.01]]) * torch.tensor([1.0, 0.8, 0.5, 0.2, 0.05, 0.01]).view(6, 1)  # (K, M)
+    block, steps = MLPPopulation(*stack(), groups=2), MLPPopulation(*stack(), groups=2)
+    block.sgd_steps(x, y, lrs, 1.0)
+    for k in range(6):
+        steps.sgd_steps(x[:, k:k + 1], y[:, k:k + 1], lrs[k], 1.0)
+    assert all(torch.equal(a, b) for a, b in zip(block.state().values(), steps.state().values()))
+    const = MLPPopulation(*stack(), groups=2)
+    const.sgd_steps(x, y, lrs[0], 1.0)  # a constant LR is another trajectory: the schedule is used
+    assert not torch.equal(const.state()["w1"], block.state()["w1"])
+
+    total = 120
+    run("train.py", "--smoke", "--threads", "1", "--lr", "0.2", "--iters", str(total), "--eval_every", "30",
+        "--schedule", "cosine", "--out", tmp_path / "pop")
+    rows = {r["step"]: r["lr_now"] for r in RunDir(str(tmp_path / "pop")).metrics() if r["split"] == "test"}
+    assert rows[0] == 0.2 and rows[60] == pytest.approx(cosine(0.2, 59, total), rel=1e-12)
+    assert rows[total] == pytest.approx(cosine(0.2, total - 1, total), rel=1e-12) and rows[total] > 0
+
+
+def test_population_cosine_killed_resumes_bitwise(tmp_path):
+    iters, args = 3000, ("--lr", "1e-2", "0.3", "--seed", "0", "--iters", "3000", "--checkpoint_every", "40",
+                         "--schedule", "cosine", "--smoke", "--threads", "1")
+    run("train.py", *args, "--out", tmp_path / "ref")
+    returncode, out = interrupt_at("train.py", *args, "--out", tmp_path / "cut", sig=signal.SIGKILL,
+                                   moment=rf"step +100/{iters} \|")
+    assert returncode == -signal.SIGKILL, out[-3000:]
+    assert "resuming" in run("train.py", *args, "--out", tmp_path / "cut").stdout
+    ref, cut = (checkpoint.load(str(tmp_path / d / "checkpoints" / "final.pt"))["state"] for d in ("ref", "cut"))
+    assert all(torch.equal(ref[k], cut[k]) for k in ref)
+    assert RunDir(str(tmp_path / "ref")).metrics() == RunDir(str(tmp_path / "cut")).metrics()

@@ -20,6 +20,7 @@ from models.mlp import BLOCK_STEPS, MLPPopulation, from_state_dict, init_member,
 from utils import checkpoint
 from utils.args import UserError, check_positive
 from utils.geometry import angle
+from utils.image_step import schedule_factor
 from utils.sphere import project_rows_
 
 STAGE_SALT = {"pretrain": 0, "finetune": 1}
@@ -54,9 +55,8 @@ def resolve_schedule(args, dataset, kind):
 
 def check_recipe(recipe):
     """The fused backend's hand-written step is projected SGD without momentum or weight decay, at a
-    constant LR."""
-    if recipe.get("schedule", "constant") != "constant":
-        raise UserError(f"--schedule {recipe['schedule']}: the fused population backend trains at a constant LR only")
+    constant LR or on the cosine schedule."""
+    schedule_factor(recipe.get("schedule", "constant"), 0, 1)  # an unknown schedule: one line
     plain = {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "augment": "none", "sphere": "on"}
     off = [k for k, v in plain.items() if recipe[k] != v]
     if off:
@@ -182,7 +182,8 @@ def train(rd, *, kind, members, state, data, meta, args, device, speed):
     return run_stage(rd, kind=kind, init=state, streams=streams_of(members), elrs=[m["lr"] for m in members],
                      radius=members[0]["radius"], iters=args.iters, batch_size=meta["batch_size"],
                      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                     snapshot_steps=snapshot_steps, meta=dict(meta, members=members), device=device)
+                     snapshot_steps=snapshot_steps, meta=dict(meta, members=members), device=device,
+                     schedule=meta["recipe"].get("schedule", "constant"))
 
 
 def group_data(dataset, data_seeds, device):
@@ -213,14 +214,16 @@ def evaluate(state, groups, x, y):
     return (loss / x.shape[1]).cpu(), (correct / x.shape[1]).cpu()
 
 
-def eval_rows(pop, data, step, elrs):
-    """metrics.jsonl rows (train and test split for every member) and a one-line digest."""
+def eval_rows(pop, data, step, elrs, lr_now=None):
+    """metrics.jsonl rows (train and test split for every member) and a one-line digest. lr_now: each
+    member's scheduled LR (ELR units) at its last step, as the rows' `lr_now`."""
     state, norms = pop.state(), pop.weight_norm().tolist()
     rows, digest = [], []
     for split in ("train", "test"):
         loss, acc = evaluate(state, pop.P, data[f"x_{split}"], data[f"y_{split}"])
         rows += [{"member": m, "step": step, "split": split, "loss": lo, "acc": ac, "weight_norm": norms[m],
-                  "lr": elrs[m]} for m, (lo, ac) in enumerate(zip(loss.tolist(), acc.tolist()))]
+                  "lr": elrs[m]} | ({} if lr_now is None else {"lr_now": lr_now[m]})
+                 for m, (lo, ac) in enumerate(zip(loss.tolist(), acc.tolist()))]
         digest.append(f"{split} loss {loss.median():.4f} acc {acc.median():.1%} "
                       f"[{acc.min():.1%}, {acc.max():.1%}]")
     return rows, " | ".join(digest)
@@ -269,16 +272,27 @@ class StopFlag:
 
 
 def run_stage(rd, *, kind, init, streams, elrs, radius, iters, batch_size, eval_every,
-              checkpoint_every, snapshot_steps, meta, device):
+              checkpoint_every, snapshot_steps, meta, device, schedule="constant"):
     """Train `init` (stacked SIMLP state_dict) for `iters` projected-SGD steps; returns results.
 
     elrs: per-member effective LR (the actual LR is elr * radius^2); streams: per-group seed tuples
-    that key the batch order; snapshot_steps: steps whose weights are kept for SWA. Writes
-    metrics rows every `eval_every` steps and a resumable checkpoint every `checkpoint_every`.
+    that key the batch order; snapshot_steps: steps whose weights are kept for SWA; schedule:
+    constant, or cosine over the stage's steps (step t at lr x schedule_factor(t, iters), a function
+    of t alone, so a resumed run takes the same steps). Writes metrics rows every `eval_every` steps
+    and a resumable checkpoint every `checkpoint_every`.
     """
     data, groups = group_data(meta["dataset"], [s[0] for s in streams], device), len(streams)
     pop = population(init, groups, device)
     lr = torch.tensor(elrs, dtype=torch.float32, device=device) * radius ** 2
+
+    def step_lrs(a, b):
+        """The LRs of steps a .. b-1: (M,) at a constant LR, else (b - a, M), one row per step."""
+        if schedule == "constant":
+            return lr
+        f = [schedule_factor(schedule, t, iters) for t in range(a, b)]
+        return torch.tensor(f, dtype=torch.float64, device=device).view(-1, 1) * lr.double().view(1, -1)
+
+    lr_now = lambda: [e * schedule_factor(schedule, max(step - 1, 0), iters) for e in elrs]  # noqa: E731
     step, snaps = 0, {}
     ckpt = checkpoint.load(rd.last_ckpt, kinds=[kind])
     if ckpt is not None:
@@ -288,7 +302,7 @@ def run_stage(rd, *, kind, init, streams, elrs, radius, iters, batch_size, eval_
         print(f"resuming {rd.path} from step {step}")
     else:
         rd.truncate_metrics(-1)  # rows of an attempt that died before its first checkpoint
-        rows, digest = eval_rows(pop, data, 0, elrs)
+        rows, digest = eval_rows(pop, data, 0, elrs, lr_now())
         rd.append_metrics(rows)
         print(f"step {0:>7}/{iters} | {digest}")
 
@@ -308,7 +322,7 @@ def run_stage(rd, *, kind, init, streams, elrs, radius, iters, batch_size, eval_
         done = step
         for end in block_ends(step, stop_at, snapshot_steps):
             b = idx[:, done - step:end - step]  # (P, end - done, B) sample indices of each group's batches
-            pop.sgd_steps(xs[gidx, b], ys[gidx, b], lr, radius)
+            pop.sgd_steps(xs[gidx, b], ys[gidx, b], step_lrs(done, end), radius)
             done = end
             if done in snapshot_steps:
                 snaps[done] = {k: v.clone() for k, v in cpu_state(pop).items()}
@@ -321,7 +335,7 @@ def run_stage(rd, *, kind, init, streams, elrs, radius, iters, batch_size, eval_
         bar.update(stop_at - step)
         step = stop_at
         if step % eval_every == 0 or step == iters:  # before a SIGTERM exit too: resuming skips it
-            rows, digest = eval_rows(pop, data, step, elrs)
+            rows, digest = eval_rows(pop, data, step, elrs, lr_now())
             rd.append_metrics(rows)
             speed = pop.M * (step - first) / max(train_seconds, 1e-9)
             tqdm.write(f"step {step:>7}/{iters} | {digest} | {speed:,.0f} model-it/s")
@@ -333,7 +347,7 @@ def run_stage(rd, *, kind, init, streams, elrs, radius, iters, batch_size, eval_
             save_last()
     bar.close()
     if rows is None:  # resumed at the very end: evaluate the final point once
-        rows, _ = eval_rows(pop, data, step, elrs)
+        rows, _ = eval_rows(pop, data, step, elrs, lr_now())
         rd.append_metrics(rows)
     checkpoint.save(rd.final_ckpt, dict(meta, kind=kind, step=step, snapshots=snaps, state=cpu_state(pop)))
     checkpoint.remove(rd.last_ckpt)  # superseded by final.pt

@@ -29,12 +29,15 @@ The rule (thresholds are keyword arguments of `label_regimes`; defaults are modu
    relabelled (listed in `relabelled`).
 4. 2A vs 2B: quality of a PLR = its fine-tuned test accuracies (every FLR) and SWA test
    accuracy, where available; best = the highest mean quality over all regime-1 and regime-2
-   PLRs. A regime-2 PLR votes 2A when all of its results are >= best - QUALITY_TOL (0.02 = two
-   percentage points, about the spread of one PLR's results across FLRs in the synthetic paper
-   sweep: every FLR and SWA reach the same, best quality), else 2B. 2A is the lower
-   part of regime 2: one split point, chosen like the cleanup (fewest disagreements, ties: the
-   smaller 2A); PLRs without results do not vote. With no results in regime 2 the label stays
-   "2" and 2A|2B is None.
+   PLRs. With at least STAT_MIN_SEEDS seeds per PLR (`quality_stats`: each seed's mean quality,
+   its mean, std and count) the test is statistical, the notion of `recommended_range`: a regime-2
+   PLR votes 2A when its mean quality is within RANGE_Z standard errors (over seeds) of the best's.
+   With fewer seeds the spread is unknown and a fixed tolerance stands in: a regime-2 PLR votes 2A
+   when all of its results are >= best - QUALITY_TOL (0.02 = two percentage points, about the
+   spread of one PLR's results across FLRs in the synthetic paper sweep: every FLR and SWA reach
+   the same, best quality). Otherwise it votes 2B. 2A is the lower part of regime 2: one split
+   point, chosen like the cleanup (fewest disagreements, ties: the smaller 2A) but never below the
+   best regime-2 PLR when that one votes 2A; PLRs without results do not vote. With no results in regime 2 the label stays "2" and 2A|2B is None.
 5. Boundaries: the geometric mean of the last PLR below and the first PLR above (log-midpoint);
    `brackets` gives the pair. "1|2" and "2|3" are None when the sweep has no PLR on one side
    (no regime 1; no regime 3); "2A|2B" is None unless both 2A and 2B contain PLRs.
@@ -58,13 +61,15 @@ DIV_TOL = 0.1        # regime 3: train acc within this fraction of (1 - chance) 
 LOSS_TOL = 1e-2      # regime 1: final train loss below this
 DECAY_RATIO = 0.5    # regime 1: curve's late-window mean / early-window mean below this
 CURVE_WINDOW = 0.25  # fraction of a curve's points (at least one) averaged at each end
-QUALITY_TOL = 0.02   # 2A: every FT/SWA accuracy within this (absolute) of the best mean quality
+QUALITY_TOL = 0.02   # 2A with too few seeds: every FT/SWA accuracy within this (absolute) of the best
+RANGE_Z = 2.0        # "statistically indistinguishable": within 2 standard errors of the difference
+STAT_MIN_SEEDS = 3   # seeds per PLR from which the spread over seeds is trusted (range, 2A test)
 
 BOUNDARY_KEYS = ("1|2", "2A|2B", "2|3")
 
 
 def rule_text(div_tol=DIV_TOL, loss_tol=LOSS_TOL, decay_ratio=DECAY_RATIO, curve_window=CURVE_WINDOW,
-              quality_tol=QUALITY_TOL, practical=False):
+              quality_tol=QUALITY_TOL, practical=False, z=RANGE_Z, min_seeds=STAT_MIN_SEEDS):
     """The labelling rule in a few sentences, with the given thresholds (for README / report.md)."""
     if practical:
         step2 = ("Practical setting (training loss does not converge): the 1|2 boundary is the PLR "
@@ -81,9 +86,12 @@ def rule_text(div_tol=DIV_TOL, loss_tol=LOSS_TOL, decay_ratio=DECAY_RATIO, curve
         step2,
         "Labels must run 1, 2, 3 with growing PLR: the split points are the ones that disagree with "
         "the fewest per-PLR verdicts (ties: the lower split).",
-        f"Regime 2 splits into 2A (lower part) and 2B: a regime-2 PLR votes 2A if every fine-tuned "
+        f"Regime 2 splits into 2A (lower part) and 2B. With at least {min_seeds} seeds per PLR a regime-2 "
+        f"PLR votes 2A if its mean fine-tuned/SWA test accuracy (all FLRs and SWA, averaged per seed) is "
+        f"within {z:g} standard errors over seeds of the best PLR's; with fewer seeds, if every fine-tuned "
         f"(all FLRs) and SWA test accuracy is within {quality_tol:g} of the best mean fine-tuned/SWA "
-        f"accuracy of the sweep; the 2A|2B split is chosen the same way (ties: the smaller 2A). Without "
+        f"accuracy of the sweep. The 2A|2B split is chosen the same way (ties: the smaller 2A), keeping the best "
+        f"regime-2 PLR in 2A when it votes 2A. Without "
         f"fine-tuning/SWA results regime 2 is not split.",
         f"Each boundary{' other than 1|2' if practical else ''} is the geometric mean of the two "
         f"neighbouring PLRs it lies between (none if the sweep has no PLR on one side).",
@@ -159,8 +167,9 @@ def _per_plr(name, values, n, allow_none=False):
 
 
 def label_regimes(plrs, train_loss, train_acc, chance, ft_acc=None, swa_acc=None, loss_curves=None,
-                  pt_test_acc=None, practical=False, div_tol=DIV_TOL, loss_tol=LOSS_TOL,
-                  decay_ratio=DECAY_RATIO, curve_window=CURVE_WINDOW, quality_tol=QUALITY_TOL):
+                  pt_test_acc=None, practical=False, quality_stats=None, div_tol=DIV_TOL, loss_tol=LOSS_TOL,
+                  decay_ratio=DECAY_RATIO, curve_window=CURVE_WINDOW, quality_tol=QUALITY_TOL, z=RANGE_Z,
+                  min_seeds=STAT_MIN_SEEDS):
     """Regime labels, boundaries and a recommended PLR for one sweep (rule: module docstring).
 
     plrs: strictly increasing PLRs. train_loss, train_acc: final pre-training train loss and
@@ -169,12 +178,14 @@ def label_regimes(plrs, train_loss, train_acc, chance, ft_acc=None, swa_acc=None
     swa_acc: per PLR the SWA test accuracy, or None. loss_curves: per PLR a list of
     (step, train loss), e.g. the last half of pre-training, or None.
     pt_test_acc: per PLR pre-training test accuracy (required with practical=True).
+    quality_stats: per PLR None or (mean, std, n) over its n seeds of each seed's mean FT/SWA test
+    accuracy (`recommended_range`'s input): with n >= min_seeds everywhere, the 2A test is statistical.
 
     Returns a dict: labels (per PLR: "1", "2A", "2B", "2" (2A/2B unknown) or "3"), raw_labels (per
     PLR verdicts "1"/"2"/"3" before the cleanup), relabelled (PLRs whose 1/2/3 verdict the cleanup
     changed), quality (per PLR mean FT/SWA accuracy or None), best_quality, boundaries
     {"1|2", "2A|2B", "2|3"} (float or None), brackets (same keys, [lo, hi] or None),
-    recommended_plr (float or None), reason (str), rule (str).
+    recommended_plr (float or None), reason (str), two_a_test (how 2A was told from 2B), rule (str).
     """
     plrs = [float(p) for p in plrs]
     n = len(plrs)
@@ -220,10 +231,27 @@ def label_regimes(plrs, train_loss, train_acc, chance, ft_acc=None, swa_acc=None
     mean_q = [float(np.mean(q)) if q else None for q in quality]
     known = [mean_q[i] for i in range(b) if mean_q[i] is not None]  # regimes 1 and 2
     best = max(known) if known else None
-    votes2 = [None if not quality[i] or best is None else (0 if min(quality[i]) >= best - quality_tol else 1)
-              for i in range(a, b)]
+    quality_stats = _per_plr("quality_stats", quality_stats, n, allow_none=True)
+    stats = {i: quality_stats[i] for i in range(b) if quality_stats[i] is not None and quality[i]}
+    if stats and min(q[2] for q in stats.values()) >= min_seeds:
+        top = stats[max(stats, key=lambda i: (stats[i][0], -i))]
+        votes2 = [None if i not in stats else (0 if indistinguishable(top, stats[i], z) else 1) for i in range(a, b)]
+        two_a_test = (f"statistical: mean fine-tuned/SWA accuracy within {z:g} standard errors over seeds of "
+                      f"the best ({top[0]:.4f})")
+    else:
+        votes2 = [None if not quality[i] or best is None else (0 if min(quality[i]) >= best - quality_tol else 1)
+                  for i in range(a, b)]
+        two_a_test = (f"fixed tolerance (fewer than {min_seeds} seeds per PLR): every fine-tuned/SWA accuracy "
+                      f"within {quality_tol:g} of the best mean")
     determined = any(v is not None for v in votes2)
-    c = (a + segment(votes2, 2)[0]) if determined else None  # 2A = [a, c), 2B = [c, b)
+    c = None  # 2A = [a, c), 2B = [c, b)
+    if determined:
+        # the best regime-2 PLR, when it votes 2A, stays in 2A: a tie between "2A empty" and "2A up to
+        # the best" (PLRs below the best voting 2B) goes to the best
+        top = max((i for i in range(a, b) if mean_q[i] is not None), key=lambda i: (mean_q[i], -i))
+        keep = top - a + 1 if votes2[top - a] == 0 else 0
+        c = a + segment([None] * keep + votes2[keep:], 2)[0] if keep else a + segment(votes2, 2)[0]
+        c = max(c, a + keep)
     labels = []
     for i in range(n):
         if regime[i] == 0:
@@ -266,33 +294,38 @@ def label_regimes(plrs, train_loss, train_acc, chance, ft_acc=None, swa_acc=None
                                 f"test accuracy ({mean_q[i]:.4f})")
     return {"labels": labels, "raw_labels": [str(v + 1) for v in votes], "relabelled": relabelled,
             "quality": mean_q, "best_quality": best, "boundaries": boundaries, "brackets": brackets,
-            "recommended_plr": rec, "reason": reason,
-            "rule": rule_text(div_tol, loss_tol, decay_ratio, curve_window, quality_tol, practical)}
+            "recommended_plr": rec, "reason": reason, "two_a_test": two_a_test,
+            "rule": rule_text(div_tol, loss_tol, decay_ratio, curve_window, quality_tol, practical, z, min_seeds)}
 
 
-RANGE_Z = 2.0  # two standard errors of the difference: "statistically indistinguishable from the best"
+def indistinguishable(best, q, z=RANGE_Z):
+    """Is a PLR's quality q = (mean, std, n) over n seeds (std: the population std) within z standard
+    errors of the difference of the best's, sqrt(s_b^2 / (n_b - 1) + s^2 / (n - 1))? Needs n >= 2."""
+    (mb, sb, nb), (m, sd, n) = best, q
+    return mb - m <= z * (sb ** 2 / (nb - 1) + sd ** 2 / (n - 1)) ** 0.5
 
 
-def recommended_range(plrs, quality, z=RANGE_Z):
+def recommended_range(plrs, quality, z=RANGE_Z, min_seeds=STAT_MIN_SEEDS):
     """The PLRs whose fine-tuned/SWA accuracy is statistically indistinguishable from the best.
 
     quality: per PLR None (no results, or not a candidate) or (mean, std, n) over its n seeds of the
     quality the recommendation ranks by (std: the population std over the seeds). A PLR is in the
     set if best mean - its mean is at most z x the standard error of that difference,
     sqrt(s_b^2 / (n_b - 1) + s_p^2 / (n_p - 1)) (the sample variance from the population std).
-    With fewer than 2 seeds there is no spread to judge by: no range.
+    With fewer than min_seeds seeds the spread is not known well enough: no range.
     Returns {"range": [lo, hi] or None, "plrs": [...] or None, "reason": str}.
     """
     known = [(p, q) for p, q in zip(plrs, quality) if q is not None]
     if not known:
         return {"range": None, "plrs": None, "reason": "no fine-tuning/SWA results: no range can be given"}
-    if min(q[2] for _, q in known) < 2:
-        return {"range": None, "plrs": None, "reason": "one seed per PLR: the spread over seeds is unknown, so no "
-                                                        "range can be given (run more seeds)"}
-    pb, (mb, sb, nb) = max(known, key=lambda kq: kq[1][0])
-    var_b = sb ** 2 / (nb - 1)
-    inside = [p for p, (m, sd, n) in known if mb - m <= z * (var_b + sd ** 2 / (n - 1)) ** 0.5]
+    fewest = min(q[2] for _, q in known)
+    if fewest < min_seeds:
+        return {"range": None, "plrs": None,
+                "reason": f"{'one seed' if fewest == 1 else f'{fewest} seeds'} per PLR: too few to judge the spread "
+                          f"over seeds, so no range can be given (run at least {min_seeds} seeds)"}
+    pb, top = max(known, key=lambda kq: kq[1][0])
+    inside = [p for p, q in known if indistinguishable(top, q, z)]
     return {"range": [min(inside), max(inside)], "plrs": inside,
             "reason": f"PLRs whose mean fine-tuned/SWA test accuracy is within {z:g} standard errors (over seeds) "
-                      f"of the best ({mb:.4f} at PLR {pb:g})"}
+                      f"of the best ({top[0]:.4f} at PLR {pb:g})"}
 
