@@ -25,7 +25,9 @@ Cost: training steps (one optimizer step of one model) spent to make the pick - 
 `recommended` and `grid_best`, the scan's runs for `scan`, the steps the range test took.
 lr_pick.json: {"setup", "preset", "seeds": [...], "methods": {NAME: {"lrs": [per seed], "cost_steps",
 "finetune_acc_mean", "finetune_acc_std", "swa_acc_mean", "swa_acc_std", "cosine_acc_mean",
-"cosine_acc_std", "n": seeds with results, "per_seed": [...]}}} (std: over seeds, population std).
+"cosine_acc_std", "n": seeds with results, "per_seed": [...], "vs_recommended": {"finetune" | "swa" |
+"cosine": {"mean", "se", "n"}}}}} (std: over seeds, population std; vs_recommended: the paired
+difference from `recommended` on the same seeds, and its standard error).
 """
 import argparse
 import json
@@ -333,10 +335,26 @@ def main():
             entry[f"{k}_acc_mean"] = float(np.mean(v)) if v else None
             entry[f"{k}_acc_std"] = float(np.std(v)) if v else None
         out["methods"][m] = entry
+    add_paired(out)
     path = os.path.join(sweep, "lr_pick.json")
     write_json_atomic(path, out)
     print_table(out)
     print(f"written: {path}")
+
+
+def add_paired(out):
+    """Each method's accuracy minus `recommended`'s on the same seeds (seed-to-seed spread cancels):
+    "vs_recommended": {column: {"mean", "se", "n"}} (se: the standard error of the mean difference)."""
+    ref = out["methods"].get("recommended")
+    for m, e in out["methods"].items():
+        if ref is None or m == "recommended":
+            continue
+        e["vs_recommended"] = {}
+        for k in ("finetune", "swa", "cosine"):
+            d = [a[f"{k}_acc"] - b[f"{k}_acc"] for a, b in zip(e["per_seed"], ref["per_seed"])
+                 if a[f"{k}_acc"] is not None and b[f"{k}_acc"] is not None]
+            e["vs_recommended"][k] = {"mean": float(np.mean(d)) if d else None, "n": len(d),
+                                      "se": float(np.std(d) / math.sqrt(len(d) - 1)) if len(d) > 1 else None}
 
 
 def print_table(out):
@@ -351,6 +369,11 @@ def print_table(out):
         c = "-" if e["cost_steps"] is None else f"{e['cost_steps']:,}"
         print(f"{m:16} {shown:34} {c:>14} {pct(e['finetune_acc_mean'], e['finetune_acc_std']):>14} "
               f"{pct(e['swa_acc_mean'], e['swa_acc_std']):>14} {pct(e['cosine_acc_mean'], e['cosine_acc_std']):>14}")
+    print("minus recommended, same seeds (mean +- standard error, percentage points):")
+    for m, e in out["methods"].items():
+        if "vs_recommended" in e:
+            v = e["vs_recommended"]
+            print(f"  {m:16} " + "  ".join(f"{k} {pct(v[k]['mean'], v[k]['se'] or 0)}" for k in v))
 
 
 if __name__ == "__main__":

@@ -130,6 +130,8 @@ def test_no_regime_one():
     assert out["labels"] == ["2"] * 5 + ["3"] * 3
     assert out["boundaries"]["1|2"] is None and out["brackets"]["2|3"] == [5e-2, 0.1]
     assert out["recommended_plr"] == 2e-3
+    assert "no PLR of the sweep reached regime 1" in out["reason"]  # e.g. a scan cut too short
+    assert "reached regime 1" not in label_regimes(PLRS, LOSS, ACC, chance=0.5)["reason"]
 
 
 def test_no_regime_two():

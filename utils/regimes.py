@@ -44,7 +44,9 @@ The rule (thresholds are keyword arguments of `label_regimes`; defaults are modu
 6. Recommended PLR: the 2A PLR with the best mean quality (ties: the lower PLR). Fallbacks, each
    named in `reason`: 2A unknown (no results) -> the smallest regime-2 PLR (just above 1|2, where
    2A starts); 2A empty -> the regime-1/2 PLR with the best mean quality; no regime 2 -> the
-   largest regime-1 PLR (extend the sweep upwards); everything diverges -> None.
+   largest regime-1 PLR (extend the sweep upwards); everything diverges -> None. A sweep without a
+   regime-1 PLR says so: its 1|2 boundary may lie below the grid, or pre-training was too short
+   for any loss to converge (a scan cut too short).
 
 Practical setting (PROTOCOL.md section 6, `practical=True`): with weight decay and momentum the
 training loss does not converge, so step 2 is replaced: the 1|2 boundary is taken at the PLR p
@@ -292,6 +294,10 @@ def label_regimes(plrs, train_loss, train_acc, chance, ft_acc=None, swa_acc=None
         rec, reason = plrs[i], (f"no regime-2 PLR reaches the best quality within {quality_tol:g} (2A is "
                                 f"empty): this is the regime-1/2 PLR with the best mean fine-tuned/SWA "
                                 f"test accuracy ({mean_q[i]:.4f})")
+    if a == 0 and b > 0 and not practical:
+        reason += ("; but no PLR of the sweep reached regime 1 (a converged or still clearly falling loss): "
+                   "pre-training may be too short for the loss to converge, or the grid may start too high - "
+                   "the 1|2 boundary may lie below the sweep")
     return {"labels": labels, "raw_labels": [str(v + 1) for v in votes], "relabelled": relabelled,
             "quality": mean_q, "best_quality": best, "boundaries": boundaries, "brackets": brackets,
             "recommended_plr": rec, "reason": reason, "two_a_test": two_a_test,
