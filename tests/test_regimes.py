@@ -115,7 +115,7 @@ def test_empty_two_a():
     out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft)
     assert out["labels"] == ["1"] * 4 + ["2B"] * 5 + ["3"] * 3
     assert out["boundaries"]["2A|2B"] is None
-    assert out["recommended_plr"] == 5e-4 and "2A is empty" in out["reason"]
+    assert out["recommended_plr"] == 5e-4 and "in regime 1, below the detected 1|2 boundary" in out["reason"]
 
 
 def test_no_regime_three():

@@ -41,10 +41,11 @@ The rule (thresholds are keyword arguments of `label_regimes`; defaults are modu
 5. Boundaries: the geometric mean of the last PLR below and the first PLR above (log-midpoint);
    `brackets` gives the pair. "1|2" and "2|3" are None when the sweep has no PLR on one side
    (no regime 1; no regime 3); "2A|2B" is None unless both 2A and 2B contain PLRs.
-6. Recommended PLR: the 2A PLR with the best mean quality (ties: the lower PLR). Fallbacks, each
-   named in `reason`: 2A unknown (no results) -> the smallest regime-2 PLR (just above 1|2, where
-   2A starts); 2A empty -> the regime-1/2 PLR with the best mean quality; no regime 2 -> the
-   largest regime-1 PLR (extend the sweep upwards); everything diverges -> None. A sweep without a
+6. Recommended PLR: the regime-1/2 PLR with the best mean quality (ties: the lower PLR); `reason`
+   names its regime (normally 2A, as the paper finds; with few seeds the best can be the last
+   regime-1 PLR, next to the boundary). Without fine-tuning/SWA results in regime 2 (a scan): the
+   smallest regime-2 PLR, just above 1|2, where 2A starts; no regime 2 -> the largest regime-1 PLR (extend
+   the sweep upwards); everything diverges -> None. A sweep without a
    regime-1 PLR says so: its 1|2 boundary may lie below the grid, or pre-training was too short
    for any loss to converge (a scan cut too short).
 
@@ -97,8 +98,8 @@ def rule_text(div_tol=DIV_TOL, loss_tol=LOSS_TOL, decay_ratio=DECAY_RATIO, curve
         f"fine-tuning/SWA results regime 2 is not split.",
         f"Each boundary{' other than 1|2' if practical else ''} is the geometric mean of the two "
         f"neighbouring PLRs it lies between (none if the sweep has no PLR on one side).",
-        "The recommended PLR is the 2A PLR with the best mean fine-tuned/SWA accuracy (ties: the "
-        "lower PLR); without fine-tuning/SWA results it is the smallest regime-2 PLR.",
+        "The recommended PLR is the regime-1/2 PLR with the best mean fine-tuned/SWA accuracy (ties: the "
+        "lower PLR), normally in 2A; without fine-tuning/SWA results (a scan) it is the smallest regime-2 PLR.",
     ])
 
 
@@ -274,26 +275,26 @@ def label_regimes(plrs, train_loss, train_acc, chance, ft_acc=None, swa_acc=None
         brackets["1|2"] = [plrs[a], plrs[a]]
         boundaries["1|2"] = plrs[a]
 
-    # ---- recommendation
-    two_a = [i for i in range(a, c) if mean_q[i] is not None] if c is not None else []
-    if two_a:
-        i = max(two_a, key=lambda j: (mean_q[j], -j))
-        rec, reason = plrs[i], (f"the 2A PLR with the best mean fine-tuned/SWA test accuracy "
-                                f"({mean_q[i]:.4f}; best of the sweep {best:.4f})")
+    # ---- recommendation: the best measured result; its regime says whether it sits where the paper
+    # finds the best PLRs (2A, just above the 1|2 boundary)
+    cand = [i for i in range(b) if mean_q[i] is not None]
+    if cand and (c is not None or a == b):  # results in regime 2, or no regime 2 at all
+        i = max(cand, key=lambda j: (mean_q[j], -j))
+        where = {"2A": "in 2A, just above the 1|2 boundary, where the paper finds the best PLRs",
+                 "1": "in regime 1, below the detected 1|2 boundary (the paper finds the best PLRs just above "
+                      "it; with few seeds a PLR next to the boundary can fall on either side)"}
+        rec, reason = plrs[i], (f"the PLR with the best mean fine-tuned/SWA test accuracy ({mean_q[i]:.4f}), "
+                                + where.get(labels[i], f"in regime {labels[i]}"))
+        if a == b:
+            reason += "; no PLR of the sweep reaches regime 2: extend the sweep to larger PLRs"
     elif b == 0:
         rec, reason = None, "every PLR diverges (regime 3): extend the sweep to smaller PLRs"
     elif a == b:
         rec, reason = plrs[a - 1], ("no PLR of the sweep reaches regime 2: this is the largest regime-1 "
                                     "PLR; extend the sweep to larger PLRs")
-    elif c is None:
-        rec, reason = plrs[a], ("no fine-tuning/SWA results in regime 2, so 2A is unknown: this is the "
-                                "smallest regime-2 PLR, just above the 1|2 boundary, where 2A starts")
     else:
-        cand = [i for i in range(b) if mean_q[i] is not None]
-        i = max(cand, key=lambda j: (mean_q[j], -j))
-        rec, reason = plrs[i], (f"no regime-2 PLR reaches the best quality within {quality_tol:g} (2A is "
-                                f"empty): this is the regime-1/2 PLR with the best mean fine-tuned/SWA "
-                                f"test accuracy ({mean_q[i]:.4f})")
+        rec, reason = plrs[a], ("no fine-tuning/SWA results in regime 2, so 2A is unknown: this is the smallest "
+                                "regime-2 PLR, just above the 1|2 boundary, where 2A starts")
     if a == 0 and b > 0 and not practical:
         reason += ("; but no PLR of the sweep reached regime 1 (a converged or still clearly falling loss): "
                    "pre-training may be too short for the loss to converge, or the grid may start too high - "
