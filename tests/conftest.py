@@ -65,3 +65,27 @@ def interrupt_at(*args, sig, moment, timeout=120):
         raise AssertionError(f"still running {timeout}s after {signal.Signals(sig).name}\n"
                              f"{(seen + rest).decode(errors='replace')[-3000:]}")
     return proc.returncode, (seen + rest).decode(errors="replace")
+
+
+# ---------------------------------------------------------------- sweeps shared by several test files
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """`run_all.sh --preset smoke --jobs 2` (the synthetic setup), once per session: (the output root,
+    its CompletedProcess). Tests may rerun it in place (reruns change nothing) but must not alter it."""
+    out = tmp_path_factory.mktemp("smoke_sweep") / "runs"
+    return out, run("bash", "run_all.sh", "--preset", "smoke", "--jobs", "2", "--out", out)
+
+
+@pytest.fixture(scope="session")
+def colour_sweep(tmp_path_factory):
+    """A tiny practical image sweep with known answers (tests/colour_images.py: practical_sweep)."""
+    import colour_images
+    return colour_images.practical_sweep(tmp_path_factory.mktemp("colour_sweep"))
+
+
+@pytest.fixture(scope="session")
+def si_sweep(tmp_path_factory):
+    """SI ConvNet pre-training and fine-tuning (--sharpness) runs (tests/colour_images.py: si_sweep)."""
+    import colour_images
+    return colour_images.si_sweep(tmp_path_factory.mktemp("si_sweep"))

@@ -24,9 +24,8 @@ def train(out, *extra):
     return run("train.py", "--smoke", "--threads", "1", "--out", out, *extra)
 
 
-def test_smoke_chain_end_to_end(tmp_path):
-    out = tmp_path / "runs"
-    proc = run("bash", "run_all.sh", "--preset", "smoke", "--jobs", "2", "--out", out)
+def test_smoke_chain_end_to_end(smoke_sweep, tmp_path):
+    out, proc = smoke_sweep  # run_all.sh --preset smoke --jobs 2 (conftest.py; test_summary_schema.py reads it too)
     assert "summary: " in proc.stdout and "[d1] " in proc.stdout  # two parts, side by side
     setup = out / "synthetic"
     summary = json.loads((setup / "summary.json").read_text())
@@ -155,20 +154,43 @@ def test_corrupt_last_checkpoint_falls_back_to_previous(tmp_path):
     assert checkpoint.load(path, kinds=["pretrain"])["step"] == 1
 
 
+def _lock_holder(run_dir):
+    """The pid written into the run's .lock by the process that holds it (utils/rundir.py writes
+    "host pid" right after taking the lock), or None."""
+    words = (run_dir / ".lock").read_text().split() if (run_dir / ".lock").exists() else []
+    return int(words[-1]) if words else None
+
+
+def _wait_for_lock(run_dir, proc, timeout=120):
+    """Wait until `proc` holds the run's lock (True) or has exited (False): no guessing with a sleep."""
+    t0 = time.time()
+    while proc.poll() is None:
+        if _lock_holder(run_dir) == proc.pid:
+            return True
+        assert time.time() - t0 < timeout, "the process neither took the lock nor exited"
+        time.sleep(0.02)
+    return False
+
+
 def test_two_processes_never_share_a_run(tmp_path):
     args = ("--lr", "1e-3", "--iters", "100000", "--checkpoint_every", "50")
     first = _start(tmp_path / "run", *args)
     try:
-        _wait_for(tmp_path / "run" / "config.json", first)
+        _wait_for(tmp_path / "run" / "config.json", first)  # written after the lock is taken
+        assert _lock_holder(tmp_path / "run") == first.pid
         second = run("train.py", "--smoke", "--threads", "1", "--out", tmp_path / "run", *args, check=False)
         assert second.returncode == 2 and "being written by another process" in second.stderr
         assert first.poll() is None  # the first one is untouched and still training
+        assert _lock_holder(tmp_path / "run") == first.pid
     finally:
         first.kill()
         first.communicate()
     # the lock dies with its process: the next start takes the run over
     again = _start(tmp_path / "run", *args)
-    time.sleep(5)
-    again.kill()
-    _, err = again.communicate()
+    try:
+        took = _wait_for_lock(tmp_path / "run", again)
+    finally:
+        again.kill()
+        _, err = again.communicate()
+    assert took and again.returncode == -signal.SIGKILL, err  # it held the lock and was training when killed
     assert "being written by another process" not in err

@@ -1,4 +1,5 @@
-"""run_all.sh --slurm on a real single-node Slurm cluster that this test starts and stops.
+"""run_all.sh --slurm on a real single-node Slurm cluster that this test starts and stops: a whole
+sweep, and an array task requeued in the middle of training that resumes to the same summary.
 
 Debian's slurmctld, slurmd and munge (.ci/run installs them) are configured for 127.0.0.1 in a
 temporary directory, with their own munge key and socket, so nothing of the machine's own
@@ -144,3 +145,55 @@ def test_run_all_slurm_smoke_sweep(cluster, tmp_path):
     assert summary["plrs"] == [1e-3, 1e-2, 0.3]
     assert all(e["pretrain"]["n_seeds"] == 2 and e["geometry"] for e in summary["per_plr"])
     assert (setup / "report.md").exists()
+
+
+def _requeue(job, task, timeout=120):
+    """scontrol requeue JOB_TASK, then let the task start again at once: Slurm gives a requeued batch job
+    a begin time about two minutes ahead (reason BeginTime), which a test need not wait for."""
+    task = f"{job}_{task}"
+    out = subprocess.run(["scontrol", "requeue", task], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    t0 = time.time()
+    while _job_state(task) != ["PENDING"]:
+        assert time.time() - t0 < timeout, _job_state(task)
+        time.sleep(0.2)
+    out = subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_requeued_task_resumes_to_the_same_summary(cluster, tmp_path):
+    """An array task requeued in the middle of pre-training (scontrol requeue JOB_TASK: Slurm stops it
+    and queues it again) resumes from its checkpoint, and the sweep's summary.json is that of the same
+    sweep run without interruption (locally). One thread everywhere: bitwise-equal training."""
+    from colour_images import write_colour_cifar
+    write_colour_cifar(tmp_path / "data", "cifar10", 5, [2] * 10)
+    sweep = ("bash", "run_all.sh", "--setup", "requeue", "--model", "convnet_si", "--dataset", "cifar10",
+             "--data_dir", tmp_path / "data", "--preset", "smoke", "--plrs", "1e-3 1e-1", "--epochs", "150",
+             "--stages", "pretrain", "--threads", "1")
+    proc = run(*sweep, "--slurm", "--out", tmp_path / "slurm")
+    ids = {line.split(":")[0]: line.split()[2] for line in proc.stdout.splitlines() if ": job " in line}
+    assert list(ids) == ["pretrain", "report"], proc.stdout
+    setup = tmp_path / "slurm" / "requeue"
+    target = setup / "pretrain" / "plr1e-3_s0"  # array task 0
+    t0 = time.time()
+    while not (target / "checkpoints" / "last.pt").exists():  # its first epochs are done
+        assert not (target / "results.json").exists(), "task 0 finished before it could be requeued"
+        assert time.time() - t0 < 300, subprocess.run(["squeue"], capture_output=True, text=True).stdout
+        time.sleep(0.05)
+    _requeue(ids["pretrain"], 0)
+    _wait_for_jobs(set(ids.values()))
+    for stage, job in ids.items():
+        assert _job_state(job) == ["COMPLETED"], (stage, _job_state(job))
+    log = (setup / "logs" / f"pretrain-{ids['pretrain']}_0.out").read_text()  # appended to by both attempts
+    assert log.count("] task 0 on ") == 2, log[-3000:]
+    assert "DUE TO JOB REQUEUE" in log and "SIGTERM: checkpoint written at epoch" in log, log[-3000:]
+    assert f"resuming {target} from epoch" in log, log[-3000:]
+    # the same sweep, uninterrupted
+    run(*sweep, "--jobs", "2", "--out", tmp_path / "local")
+    local = tmp_path / "local" / "requeue"
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (setup, local))
+    assert a.pop("missing") == [n.replace(str(tmp_path / "local"), str(tmp_path / "slurm")) for n in b.pop("missing")]
+    assert a == b
+    assert [e["plr"] for e in a["per_plr"]] == [1e-3, 0.1] and a["per_plr"][0]["pretrain"]["n_seeds"] == 1
+    assert (setup / "pretrain" / "plr1e-3_s0" / "metrics.jsonl").read_text() == \
+        (local / "pretrain" / "plr1e-3_s0" / "metrics.jsonl").read_text()

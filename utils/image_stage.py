@@ -134,11 +134,13 @@ def parent_setup(ckpt, args, device):
 # ---------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def evaluate(model, x, y, device, bf16=False, train_mode=False):
-    """Mean cross-entropy and accuracy on normalised images x (N, C, H, W); eval-mode BN by default."""
+def evaluate(model, x, y, device, bf16=False, train_mode=False, batch_size=None):
+    """Mean cross-entropy and accuracy on normalised images x (N, C, H, W); eval-mode BN by default.
+    With train-mode BN every batch is normalised by its own statistics, so the result depends on the
+    batch size: give it (`batch_size`, e.g. the run's) for a result that is the same on every device."""
     model.train(train_mode)
     loss, correct = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), device=device)
-    n = EVAL_BATCH.get(device.type, 1000)
+    n = batch_size or EVAL_BATCH.get(device.type, 1000)
     for s in range(0, len(y), n):
         with autocast(device, bf16):
             out = model(x[s:s + n]).float()

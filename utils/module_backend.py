@@ -210,5 +210,6 @@ def path(ckpt_a, i, ckpt_b, j, alphas, data, device):
         model.load_state_dict(dict(sa, **interpolate(wa, wb, a, radius)))
         recompute_bn_stats(model, bn_batches(data, ckpt_a["batch_size"], member["seed"]))
         test_err.append(1 - evaluate(model, data["xn_test"], data["y_test"], device)[1])
-        train_err.append(1 - evaluate(model, data["xn_train"], data["y_train"], device, train_mode=True)[1])
+        train_err.append(1 - evaluate(model, data["xn_train"], data["y_train"], device, train_mode=True,
+                                      batch_size=ckpt_a["batch_size"])[1])  # train-mode BN: the run's batches
     return angle(wa, wb) if radius is not None else None, train_err, test_err
