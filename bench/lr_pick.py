@@ -128,6 +128,18 @@ def run_commands(cmds, jobs, log_dir):
 
 # ---------------------------------------------------------------- what the sweep holds
 
+def read_sweep(root):
+    """A finished sweep ROOT/SETUP: its summary.json, report.py's per-member records, its seeds
+    (`units_of`) and its pre-training run directories."""
+    path = os.path.join(root, "summary.json")
+    if not os.path.exists(path):
+        raise UserError(f"{path} not found: run the sweep (run_all.sh) first")
+    records, _ = collect(root)
+    base = os.path.join(root, "pretrain")
+    return (json.load(open(path)), records, units_of(records),
+            [RunDir(os.path.join(base, d)) for d in sorted(os.listdir(base))])
+
+
 def units_of(records):
     """The sweep's seeds: (seed, data_seed) pairs of its pre-training members, data seed major."""
     return sorted({(r["seed"], r.get("data_seed")) for r in records if r["stage"] == "pretrain"},
@@ -221,17 +233,15 @@ def main():
                         cwd=REPO).returncode
     if rc:
         raise UserError(f"the sweep failed (run_all.sh exit {rc})")
-    summary = json.load(open(os.path.join(sweep, "summary.json")))
-    records, _ = collect(sweep)
+    summary, records, units, pt_rd = read_sweep(sweep)
     index = results_index(records)
-    units = units_of(records)[:args.n_seeds]
+    units = units[:args.n_seeds]
     plrs = [key(e["plr"]) for e in summary["per_plr"]]
     regimes = {key(e["plr"]): e["regime"] for e in summary["per_plr"]}
     cmds = dry_run(ra)
     pt0, ft0, swa0 = cmds["pretrain"][0], cmds["finetune"][0], cmds["swa"][0]
     low = key(flag(ft0, "--lr")[0])
     flrs = sorted({key(r["flr"]) for r in records if r["stage"] == "finetune"})
-    pt_rd = [RunDir(os.path.join(sweep, "pretrain", d)) for d in sorted(os.listdir(os.path.join(sweep, "pretrain")))]
     pt_args = pt_rd[0].config()["args"]
     meta = pt_rd[0].config()["meta"]
     per_seed_data = pt_args.get("data_seed") is not None

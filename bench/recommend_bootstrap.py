@@ -20,8 +20,8 @@ from collections import Counter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from lr_pick import units_of  # noqa: E402
-from report import add_regimes, collect, summarize  # noqa: E402
+from lr_pick import read_sweep  # noqa: E402
+from report import add_regimes, summarize  # noqa: E402
 from utils.args import UserError, main_guard  # noqa: E402
 
 
@@ -40,13 +40,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args()
-    path = os.path.join(args.root, "summary.json")
-    if not os.path.exists(path):
-        raise UserError(f"{path} not found: run the sweep (run_all.sh) first")
-    full = json.load(open(path))
+    full, records, units, _ = read_sweep(args.root)
     rec, rng = full["recommended_plr"], full.get("recommended_range_plrs") or []
-    records, _ = collect(args.root)
-    units = units_of(records)
     if not 1 <= args.runs < len(units):
         raise UserError(f"--runs {args.runs}: the sweep has {len(units)} seeds; take fewer")
     by_unit = {u: [r for r in records if (r["seed"], r.get("data_seed")) == u] for u in units}

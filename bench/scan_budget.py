@@ -22,10 +22,8 @@ from collections import Counter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from lr_pick import key, run_steps, scan_pick, units_of  # noqa: E402
-from report import collect  # noqa: E402
-from utils.args import UserError, main_guard  # noqa: E402
-from utils.rundir import RunDir  # noqa: E402
+from lr_pick import key, read_sweep, run_steps, scan_pick  # noqa: E402
+from utils.args import main_guard  # noqa: E402
 
 
 def main():
@@ -35,17 +33,10 @@ def main():
                    help="budgets, as fractions of the sweep's pre-training")
     p.add_argument("--json", default=None, help="also write the table here")
     args = p.parse_args()
-    path = os.path.join(args.root, "summary.json")
-    if not os.path.exists(path):
-        raise UserError(f"{path} not found: run the sweep (run_all.sh) first")
-    summary = json.load(open(path))
+    summary, _, units, pt_rd = read_sweep(args.root)
     plrs = [key(e["plr"]) for e in summary["per_plr"]]
     rec, rng = summary["recommended_plr"], summary.get("recommended_range_plrs")
     b12 = (summary.get("brackets") or {}).get("1|2")
-    records, _ = collect(args.root)
-    units = units_of(records)
-    base = os.path.join(args.root, "pretrain")
-    pt_rd = [RunDir(os.path.join(base, d)) for d in sorted(os.listdir(base))]
     cfg = pt_rd[0].config()
     pt_len = cfg["args"].get("epochs") or cfg["args"]["iters"]
     meta, sweep_cost = cfg["meta"], run_steps(args.root)

@@ -213,9 +213,9 @@ class MLPPopulation:
         the projection onto the sphere.
 
         x: (P, K, B, D) each group's batches of K successive steps; y: (P, K, B) float labels;
-        lr: (M,) actual LR per member, or (K, M): step k's (a schedule). Backward is linear in d(loss)/d(logit), so scaling that by
-        lr / B once gives lr-scaled gradients everywhere, and the update is fused into the
-        weight-gradient products.
+        lr: (M,) actual LR per member, or (K, M): step k's (a schedule). Backward is linear in
+        d(loss)/d(logit), so scaling that by lr / B once gives lr-scaled gradients everywhere, and
+        the update is fused into the weight-gradient products.
 
         Members are processed in chunks (see CPU_CHUNK) that reuse preallocated work tensors:
         every op writes into a buffer (out=, in place), because fresh multi-MB tensors cost page

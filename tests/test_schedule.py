@@ -176,6 +176,11 @@ def test_population_cosine_steps_and_rows(tmp_path):
     rows = {r["step"]: r["lr_now"] for r in RunDir(str(tmp_path / "pop")).metrics() if r["split"] == "test"}
     assert rows[0] == 0.2 and rows[60] == pytest.approx(cosine(0.2, 59, total), rel=1e-12)
     assert rows[total] == pytest.approx(cosine(0.2, total - 1, total), rel=1e-12) and rows[total] > 0
+    # the steps themselves follow the schedule: the same run at a constant LR ends elsewhere
+    run("train.py", "--smoke", "--threads", "1", "--lr", "0.2", "--iters", str(total), "--eval_every", "30",
+        "--out", tmp_path / "const")
+    cos, const = (checkpoint.load(str(tmp_path / d / "checkpoints" / "final.pt"))["state"] for d in ("pop", "const"))
+    assert not torch.equal(cos["fc1.weight"], const["fc1.weight"])
 
 
 def test_population_cosine_killed_resumes_bitwise(tmp_path):
