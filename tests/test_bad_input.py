@@ -232,7 +232,7 @@ CASES = {
     "randaugment on the synthetic setup": ("--augment randaugment: the fused population backend",
                                            "train.py", "--smoke", "--augment", "randaugment", "--lr", "1e-3",
                                            "--out", "{w}/new"),
-    "swa stride past the kept checkpoints": ("--n_models 3 --stride 2: {w}/img has no checkpoint of epoch",
+    "swa stride window before epoch 1": ("--n_models 3 --stride 2: the window -3 .. 1 reaches before epoch 1 of {w}/img",
                                              "swa.py", "--from", "{w}/img", "--n_models", "3", "--stride", "2",
                                              "--out", "{w}/new"),
     "finetune sphere off of an SI run": ("--sphere off: the parent was trained with the sphere on",

@@ -108,8 +108,13 @@ def check_swa(args, ckpt):
     if args.keep_window:
         raise UserError("--keep_window keeps the epochs of a continuation; --stride averages kept ones: drop one")
     parent = RunDir(args.parent)
-    for e in strided_window(ckpt["epoch"], args.n_models, args.stride)[:-1]:
-        if e < 1 or not os.path.exists(parent.epoch_ckpt(e)):
+    window = strided_window(ckpt["epoch"], args.n_models, args.stride)
+    if window[0] < 1:
+        raise UserError(f"--n_models {args.n_models} --stride {args.stride}: the window {window[0]} .. {window[-1]} "
+                        f"reaches before epoch 1 of {args.parent} ({ckpt['epoch']} epochs); average fewer models or "
+                        f"use a smaller stride")
+    for e in window[:-1]:
+        if not os.path.exists(parent.epoch_ckpt(e)):
             raise UserError(f"--n_models {args.n_models} --stride {args.stride}: {args.parent} has no checkpoint of "
                             f"epoch {e} (train.py --save_epochs)")
 
