@@ -1,6 +1,6 @@
 """Accuracy on single-feature test sets (ticks) or frequency-band test sets (images), per member.
 
-Images (PROTOCOL.md section 5): each test image and colour channel is split by the band
+Images (docs/protocol.md section 5): each test image and colour channel is split by the band
 b = |k| + |l| of its centred 2D spectrum; a band-group test set keeps bands lo..hi (real part of
 the inverse DFT; only a group holding band 0 is mean/std-normalised). Accuracy on a group measures
 how much the model relies on those frequencies: 0 background colour, 1-8 low, 9-24 mid, 25-32 high.
@@ -23,7 +23,7 @@ images (each channel scaled to [0, 1]) and the log-amplitude spectrum masked to 
   # -> fig7.png: per image, a row of the image and its band images (grey for one channel) and a row
   #    of log(1 + |F|) (centred spectrum, summed over channels) and its part in each group
 
-Synthetic example (PROTOCOL.md section 7): for each of the 16 tick features, a test set in which
+Synthetic example (docs/protocol.md section 7): for each of the 16 tick features, a test set in which
 only that feature is informative and the other 15 lie on the decision boundary. A member's
 accuracy on set i is how much it relies on feature i; report.py sorts the 16 values per member
 (rank 1 = the most used feature) and averages the sorted curves over seeds.
@@ -42,10 +42,12 @@ import torch
 
 import data as datasets
 import models
-from utils import engine
-from utils.args import Parser, UserError, main_guard, setup_torch
-from utils.fourier import band_test_sets, default_bands, parse_band_splits, parse_bands, split_groups
-from utils.rundir import RunDir, read_jsonl, write_jsonl_atomic
+from analysis.fourier import band_test_sets, default_bands, parse_band_splits, parse_bands, split_groups
+from core.errors import Parser, UserError, main_guard
+from core.io import read_jsonl, write_jsonl_atomic
+from engine import setup
+from engine.args import setup_torch
+from engine.rundir import RunDir
 
 
 def build_parser():
@@ -131,7 +133,7 @@ def split_study(spec, h, w):
 
 def draw_band_images(args):
     """--band_images: the first --n test images of a dataset, their band images and masked spectra."""
-    from utils.figures import band_images_figure, check_figure_path  # matplotlib only here
+    from analysis.figures import band_images_figure, check_figure_path  # matplotlib only here
     bands = parse_bands(args.bands) if args.bands else None  # bad groups fail before the data are read
     if args.force or args.band_splits is not None:
         raise UserError("--force and --band_splits are for --run; --band_images draws images only")
@@ -165,7 +167,7 @@ def main():
         raise UserError(f"--run {args.run} is not a run directory (no config.json)")
     ckpt = rd.final(kinds=["pretrain", "finetune", "swa"])
     dataset = datasets.resolve(ckpt["dataset"])
-    backend = engine.backend(models.resolve(ckpt["model"]))
+    backend = setup.backend(models.resolve(ckpt["model"]))
     out = os.path.join(rd.path, "features.jsonl")
     old = {r["member"]: r for r in read_jsonl(out)} if os.path.exists(out) else {}
     if dataset.features == "bands":

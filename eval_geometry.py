@@ -1,6 +1,6 @@
 """Geometry of the solutions each PLR leads to: angles, error barriers along linear paths, sharpness.
 
-For every PLR and seed, three pairs of solutions (PROTOCOL.md section 5): fine-tuned with the low
+For every PLR and seed, three pairs of solutions (docs/protocol.md section 5): fine-tuned with the low
 and with the high FLR (low_high), SWA and the high-FLR one (swa_high), SWA and the low-FLR one
 (swa_low). For each pair:
 - angle: arccos of the cosine between the SI weight vectors, unit-normalised, float64;
@@ -26,10 +26,11 @@ import time
 
 import data as datasets
 import models
-from utils import engine
-from utils.args import Parser, UserError, common_parser, main_guard, setup_torch
-from utils.geometry import at_loss, barrier
-from utils.rundir import RunDir
+from analysis.geometry import at_loss, barrier
+from core.errors import Parser, UserError, main_guard
+from engine import setup
+from engine.args import common_parser, setup_torch
+from engine.rundir import RunDir
 
 PAIRS = ("low_high", "swa_high", "swa_low")
 
@@ -108,7 +109,7 @@ def main():
     ft_runs = load_runs(args.finetune, "finetune")
     swa_runs = load_runs(args.swa, "swa")
     first = ft_runs[0][1]
-    backend = engine.backend(models.resolve(first["model"]))
+    backend = setup.backend(models.resolve(first["model"]))
     if any((ck["dataset"], ck["model"]) != (first["dataset"], first["model"]) for _, ck in ft_runs + swa_runs):
         raise UserError("the runs mix datasets or models; give the runs of one setup")
     flrs = sorted({m["flr"] for _, ck in ft_runs for m in ck["members"]})
@@ -134,10 +135,14 @@ def main():
     alphas = [i / (args.points - 1) for i in range(args.points)]
     print(f"{len(pairs)} pairs ({', '.join(f'{p} {sum(q[0] == p for q in pairs)}' for p in PAIRS)}), FLRs low "
           f"{args.low:g} / high {args.high:g}, {args.points} points per path, on {device}")
-    t0 = time.perf_counter()
-    paths = backend.paths(pairs, alphas, args, device)
-    rows = [dict(m, angle=ang, train_barrier=barrier(tr), test_barrier=barrier(te), alphas=alphas,
-                 train_err=tr, test_err=te) for m, (ang, tr, te) in zip(members, paths)]
+    t0, rows = time.perf_counter(), []
+    for m, (ang, tr, te) in zip(members, backend.paths(pairs, alphas, args, device)):
+        rows.append(dict(m, angle=ang, train_barrier=barrier(tr), test_barrier=barrier(te), alphas=alphas,
+                         train_err=tr, test_err=te))
+        if len(pairs) <= 50 or len(rows) % 50 == 0:
+            print(f"  {m['pair']:8s} PLR {m['plr']:<8g} seed {m['seed']}: angle {ang or float('nan'):.3f} rad, barrier "
+                  f"train {rows[-1]['train_barrier']:.2%} test {rows[-1]['test_barrier']:.2%} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
     results = {"pairs": rows, "low": args.low, "high": args.high, "seconds": time.perf_counter() - t0,
                "at_loss": sharpness_at_loss(ft_runs, args.at_loss), "at_loss_target": args.at_loss}
     rd.write_results(results)

@@ -3,7 +3,7 @@
 The model, data, batch size, sphere and recipe are the parent run's (recipe flags given here
 override it, e.g. --optimizer adam); only the LR and the length change.
 
-Synthetic example (PROTOCOL.md section 7): 20000 iterations per FLR; each fine-tuned member keeps
+Synthetic example (docs/protocol.md section 7): 20000 iterations per FLR; each fine-tuned member keeps
 its parent's data stream (new shuffles).
 
   python finetune.py --from runs/synthetic/pretrain/all --lr 3.16e-5 7.5e-3 \
@@ -11,18 +11,21 @@ its parent's data stream (new shuffles).
   # -> one member per (parent member, FLR); members.jsonl names the parent member, its PLR and
   #    the FLR; same files as train.py
 
-Images (PROTOCOL.md section 4): from the parent's last epoch (or --from_epoch, a checkpoint kept
+Images (docs/protocol.md section 4): from the parent's last epoch (or --from_epoch, a checkpoint kept
 with train.py --save_epochs), 200 epochs at each FLR.
+
+A longer --epochs / --iters on a finished run (constant LR, the same flags otherwise) continues it.
 
   python finetune.py --from runs/convnet_si_cifar10/pretrain/plr1e-3_s0 --lr 1e-5 5e-4 \
       --out runs/convnet_si_cifar10/finetune/plr1e-3_s0
 """
 import data as datasets
 import models
-from utils import checkpoint, engine
-from utils.args import (Parser, UserError, check_lrs, common_parser, image_parser, main_guard, recipe_flags,
-                        resolve_recipe, setup_torch)
-from utils.rundir import RunDir, load_parent
+from core.errors import Parser, UserError, main_guard
+from engine import checkpoint, setup
+from engine.args import check_lrs, common_parser, image_parser, recipe_flags, resolve_recipe, setup_torch
+from engine.rundir import RunDir, load_parent
+from engine.stage import run_stage
 
 
 def build_parser():
@@ -47,10 +50,10 @@ def main():
     check_lrs(args.lr)
     parent, _, ckpt = load_parent(args.parent)
     record = models.resolve(ckpt["model"])
-    backend = engine.backend(record)
-    engine.refuse_foreign(args, backend)
+    backend = setup.backend(record)
+    setup.refuse_foreign(args, backend)
     if args.from_epoch is not None:
-        path = parent.epoch_ckpt(args.from_epoch)
+        path = parent.kept_ckpt("epoch", args.from_epoch)
         ckpt = checkpoint.load(path, kinds=["pretrain"])
         if ckpt is None:
             raise UserError(f"--from_epoch {args.from_epoch}: {path} does not exist (train.py --save_epochs)")
@@ -67,21 +70,21 @@ def main():
                 "parent_member": pm["member"], "lr": flr, "radius": pm["radius"]}
                for i, (pm, flr) in enumerate((pm, flr) for pm in ckpt["members"] for flr in args.lr)]
     meta = dict({k: ckpt[k] for k in ("model", "model_args", "dataset", "batch_size", "data")}, recipe=recipe,
-                parent=parent.path, parent_epoch=ckpt.get("epoch"))
+                members=members, parent=parent.path, parent_epoch=ckpt["done"])
     rd = RunDir(args.out)
-    if rd.start(args, "finetune", members, parent=parent.path, meta=engine.run_meta(meta)) == "complete":
+    if rd.start(args, "finetune", members, parent=parent.path, meta=setup.run_meta(meta),
+                length=backend.LENGTH) == "complete":
         print(f"{args.out} is complete; nothing to do")
         return
     print(f"fine-tuning {len(ckpt['members'])} {record.name} x {len(args.lr)} FLRs = {len(members)} from "
-          f"{ckpt.get('epoch', ckpt.get('step'))} of {parent.path}, {backend.length_text(args)} on {device}")
+          f"{ckpt['unit']} {ckpt['done']} of {parent.path}, {backend.length_text(args)} on {device}")
     for m in members[:50]:
         print(f"  member {m['member']}: PLR {m['plr']:g}, seed {m['seed']}, FLR {m['lr']:g}" +
               (f", lr = FLR x R^2 = {m['lr'] * m['radius'] ** 2:.4g}" if m["radius"] else ""))
     index = [m["parent_member"] for m in members]  # members stay group-major: each parent member at every FLR
     state = {k: v[index] for k, v in ckpt["state"].items()}
-    results = backend.train(rd, kind="finetune", members=members, state=state, data=data, meta=meta, args=args,
-                            device=device, speed=speed)
-    rd.write_results(results)
+    trainer = backend.trainer("finetune", members, state, data, meta, args, device, speed)
+    rd.write_results(run_stage(rd, backend.stage("finetune", args), trainer, meta))
     print(f"done: {args.out}")
 
 

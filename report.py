@@ -1,221 +1,38 @@
-"""Read the run directories of one setup and write summary.json and the figures.
+"""Read the run directories of one setup and write summary.json, report.md and the figures.
 
   python report.py --root runs/synthetic
-  # -> runs/synthetic/summary.json (DESIGN.md schema: per-PLR means over seeds of pre-training,
+  # -> runs/synthetic/summary.json (docs/schema.md: per-PLR means over seeds of pre-training,
   #    fine-tuning (per FLR) and SWA results, sorted single-feature accuracies, geometry
   #    and regimes), runs/synthetic/report.md, runs/synthetic/figures/*.{png,pdf}
 
-Reads every complete run under ROOT/pretrain/*, ROOT/finetune/*, ROOT/swa/* (results.json,
-members.jsonl, features.jsonl); incomplete runs and missing stages are reported and skipped.
-Evaluation computes, plotting reads: the figures are drawn from summary.json alone
-(utils/figures.py).
+Reads every complete run under ROOT/pretrain/*, ROOT/finetune/*, ROOT/swa/*, ROOT/geometry/*
+(analysis/sweep.py); incomplete runs and missing stages are reported and skipped. Evaluation
+computes, plotting reads: the figures are drawn from summary.json alone (analysis/figures.py).
 """
-import glob
 import os
-from collections import defaultdict
 
-import numpy as np
+from analysis.figures import draw_all
+from analysis.sweep import add_regimes, collect, collect_geometry, summarize
+from core.errors import Parser, UserError, main_guard
+from core.io import write_json_atomic
 
-from utils.args import Parser, UserError, main_guard
-from utils.figures import draw_all
-from utils.regimes import label_regimes, recommended_range
-from utils.rundir import RunDir, read_jsonl, write_json_atomic
-
-STAGES = ("pretrain", "finetune", "swa")
-BOUNDARIES = ("1|2", "2A|2B", "2|3")
-FLR_KEY = "%.3g"
-
-
-def collect(root):
-    """Per-member records of every complete run: dicts with stage, plr, flr, seeds, metrics, features."""
-    records, notes = [], []
-    for stage in STAGES:
-        dirs = sorted(d for d in glob.glob(os.path.join(root, stage, "*")) if os.path.isdir(d))
-        if not dirs:
-            notes.append(f"no {stage} runs")
-        for d in dirs:
-            rd = RunDir(d)
-            if not rd.exists() or not rd.is_complete():
-                notes.append(f"{d} is not complete; skipped")
-                continue
-            config, members, results = rd.config(), rd.members(), rd.results()
-            feats_path = os.path.join(d, "features.jsonl")
-            feats = {r["member"]: r for r in read_jsonl(feats_path)} if os.path.exists(feats_path) else {}
-            curves = defaultdict(list)  # pre-training: each member's train-loss curve, for the regimes
-            if stage == "pretrain":
-                for r in rd.metrics():
-                    if r["split"] == "train" and not r.get("swa"):
-                        curves[r["member"]].append((r["step"], r["loss"]))
-            if not feats:
-                notes.append(f"{d} has no features.jsonl (run eval_fourier.py --run {d})")
-            for m, res in zip(members, results["members"]):
-                f = feats.get(m["member"], {})
-                records.append(dict(m, **res, stage=stage, run=d, setup=config.get("settings", {}),
-                                    meta=config.get("meta", {}),
-                                    features=f.get("features"), bands=f.get("bands"),
-                                    band_split_groups=f.get("band_split_groups"),
-                                    curve=curves.get(m["member"])))
-    return records, notes
+def model_text(summary):
+    """The model's constructor arguments, e.g. "width=8, 10 classes, 1 input channel"."""
+    args = dict(summary.get("model_args") or {})
+    classes, channels = args.pop("num_classes", None), args.pop("in_channels", None)
+    parts = [f"{k}={v}" for k, v in args.items()] + ([f"{classes} classes"] if classes else []) + (
+        [f"{channels} input channel{'s' if channels != 1 else ''}"] if channels else [])
+    return ", ".join(parts) or "default arguments"
 
 
-def collect_geometry(root, notes):
-    """Pair rows of every complete geometry run under ROOT/geometry/ (eval_geometry.py), the
-    appendix-G rows (test error and sharpness at a fixed training loss) and that loss."""
-    pairs, at_loss, target = [], [], None
-    dirs = sorted(d for d in glob.glob(os.path.join(root, "geometry", "*")) if os.path.isdir(d))
-    if not dirs:
-        notes.append("no geometry runs (eval_geometry.py)")
-    for d in dirs:
-        rd = RunDir(d)
-        if not rd.exists() or not rd.is_complete():
-            notes.append(f"{d} is not complete; skipped")
-            continue
-        res = rd.results()
-        pairs += res["pairs"]
-        at_loss += res.get("at_loss", [])
-        target = res.get("at_loss_target", target)
-    return pairs, at_loss, target
-
-
-def mean_std(values):
-    a = np.asarray(values, dtype=float)
-    return float(a.mean()), float(a.std())
-
-
-def sorted_features(recs):
-    """Mean over members of the descending-sorted single-feature accuracies (rank 1 first)."""
-    feats = [r["features"] for r in recs if r.get("features")]
-    if not feats:
-        return None, None
-    a = -np.sort(-np.asarray(feats), axis=1)
-    return a.mean(0).tolist(), a.std(0).tolist()
-
-
-def band_means(recs):
-    """Mean over members of each band group's accuracy (groups every member has), or None."""
-    bands = [r["bands"] for r in recs if r.get("bands")]
-    if not bands:
-        return None
-    keys = [k for k in bands[0] if all(k in b for b in bands)]
-    return {k: float(np.mean([b[k] for b in bands])) for k in keys}
-
-
-def band_split_means(recs):
-    """The band-split study (eval_fourier.py --band_splits; paper Fig. 16): for each low/mid split s
-    every member has, the mean over members of the accuracy on the low group 1..s and on the mid
-    group s+1..M: {"4": {"low": .., "mid": ..}, ...} in increasing s, or None."""
-    groups = [r.get("band_split_groups") or {} for r in recs]
-    if not recs or not all(groups):
-        return None
-    out = {}
-    for s in sorted(set.intersection(*(set(g) for g in groups)), key=int):
-        accs = [[(r.get("bands") or {}).get(g[s][part]) for r, g in zip(recs, groups)] for part in ("low", "mid")]
-        if all(a is not None for a in accs[0] + accs[1]):
-            out[s] = {"low": float(np.mean(accs[0])), "mid": float(np.mean(accs[1]))}
-    return out or None
-
-
-def stage_summary(recs):
-    out = {}
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-        out[key], out[f"{key}_std"] = mean_std([r[key] for r in recs])
-    out["n_seeds"] = len(recs)
-    out["features_sorted"], out["features_sorted_std"] = sorted_features(recs)
-    out["bands"] = band_means(recs)
-    out["band_splits"] = band_split_means(recs)
-    return out
-
-
-def geometry_summary(pairs, plr):
-    """summary.json's per-PLR geometry: means over seeds of angle and barriers for each pair kind."""
-    out = {}
-    for kind in ("low_high", "swa_high", "swa_low"):
-        sel = [p for p in pairs if p["plr"] == plr and p["pair"] == kind]
-        for q in ("angle", "train_barrier", "test_barrier"):
-            vals = [p[q] for p in sel if p[q] is not None]
-            out[f"{q}_{kind}"] = float(np.mean(vals)) if vals else None
-    return out if any(v is not None for v in out.values()) else None
-
-
-def summarize(records, root, pairs=(), paper=None):
-    by = defaultdict(list)
-    for r in records:
-        by[(r["stage"], r["plr"], r["flr"])].append(r)
-    plrs = sorted({r["plr"] for r in records if r["stage"] == "pretrain"})
-    first = next((r for r in records if r["stage"] == "pretrain"), {})
-    per_plr = []
-    for plr in plrs:
-        entry = {"plr": plr, "regime": None, "pretrain": stage_summary(by[("pretrain", plr, None)])}
-        flrs = sorted({r["flr"] for r in records if r["stage"] == "finetune" and r["plr"] == plr})
-        entry["finetune"] = {FLR_KEY % f: stage_summary(by[("finetune", plr, f)]) for f in flrs}
-        swa = by.get(("swa", plr, None))
-        entry["swa"] = stage_summary(swa) if swa else None
-        entry["geometry"] = geometry_summary(pairs, plr)
-        per_plr.append(entry)
-    setup = first.get("setup", {})
-    summary = {"setup": os.path.basename(os.path.normpath(root)), "dataset": setup.get("dataset"),
-               "model": setup.get("model"), "plrs": plrs,
-               "boundaries": {"1|2": None, "2A|2B": None, "2|3": None}, "recommended_plr": None,
-               "per_plr": per_plr}
-    summary["paper_boundaries"] = dict(zip(BOUNDARIES, paper)) if paper else None
-    return summary
-
-
-def mean_curve(recs):
-    """The members' train-loss curves averaged step by step (steps all of them have), or None."""
-    curves = [dict(r["curve"]) for r in recs if r.get("curve")]
-    if not curves:
-        return None
-    steps = sorted(set.intersection(*(set(c) for c in curves)))
-    return [(s, float(np.mean([c[s] for c in curves]))) for s in steps]
-
-
-def add_regimes(summary, records, notes):
-    """Fill regime, boundaries, recommended_plr (utils/regimes.py; the rule is in the README)."""
-    per = summary["per_plr"]
-    meta = next(r["meta"] for r in records if r["stage"] == "pretrain")
-    chance = meta.get("chance")
-    if chance is None:
-        notes.append("the pre-training runs record no chance level (config.json meta); regimes not labelled")
-        return
-    curves = []
-    for e in per:  # the second half of pre-training: still falling (regime 1) or flat (regime 2)?
-        c = mean_curve([r for r in records if r["stage"] == "pretrain" and r["plr"] == e["plr"]])
-        curves.append([p for p in c if p[0] >= c[-1][0] / 2] if c else None)
-    stats = [seed_quality(records, e["plr"]) for e in per]
-    try:
-        out = label_regimes(
-            [e["plr"] for e in per], [e["pretrain"]["train_loss"] for e in per],
-            [e["pretrain"]["train_acc"] for e in per], chance,
-            ft_acc=[{k: s["test_acc"] for k, s in e["finetune"].items()} or None for e in per],
-            swa_acc=[e["swa"]["test_acc"] if e["swa"] else None for e in per], loss_curves=curves,
-            pt_test_acc=[e["pretrain"]["test_acc"] for e in per],
-            practical=meta.get("recipe", {}).get("sphere") == "off",  # off the sphere: PROTOCOL.md section 6
-            quality_stats=stats)
-    except ValueError as err:
-        notes.append(f"regimes not labelled: {err}")
-        return
-    for e, label in zip(per, out["labels"]):
-        e["regime"] = label
-    summary.update(boundaries=out["boundaries"], brackets=out["brackets"], recommended_plr=out["recommended_plr"],
-                   recommendation_reason=out["reason"], two_a_test=out["two_a_test"], rule=out["rule"])
-    # among the PLRs that do not diverge, as the recommendation itself
-    rng = recommended_range([e["plr"] for e in per], [None if e["regime"] == "3" else q for e, q in zip(per, stats)])
-    summary.update(recommended_range=rng["range"], recommended_range_plrs=rng["plrs"],
-                   recommended_range_reason=rng["reason"])
-
-
-def seed_quality(records, plr):
-    """(mean, std, seeds) over the PLR's seeds of the quality the recommendation ranks by (each seed's
-    mean test accuracy over its fine-tuned members, every FLR, and its SWA member), or None."""
-    per_seed = defaultdict(list)
-    for r in records:
-        if r["plr"] == plr and r["stage"] in ("finetune", "swa") and np.isfinite(r["test_acc"]):
-            per_seed[(r["seed"], r.get("data_seed"))].append(r["test_acc"])
-    if not per_seed:
-        return None
-    q = [float(np.mean(v)) for v in per_seed.values()]
-    return float(np.mean(q)), float(np.std(q)), len(q)
+def recipe_text(recipe):
+    """The recipe in words: "sgd, momentum 0, weight decay 0, augmentation none, sphere on, schedule
+    constant, batch 16"."""
+    if not recipe:
+        return "not recorded"
+    return (f"{recipe['optimizer']}, momentum {recipe['momentum']:g}, weight decay {recipe['weight_decay']:g}, "
+            f"augmentation {recipe['augment']}, sphere {recipe['sphere']}, schedule {recipe.get('schedule', 'constant')}"
+            + (f", batch {recipe['batch_size']}" if recipe.get("batch_size") else ""))
 
 
 def write_report_md(summary, root, drawn):
@@ -224,8 +41,9 @@ def write_report_md(summary, root, drawn):
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
     b, paper = summary["boundaries"], summary.get("paper_boundaries") or {}
     lines = [f"# {summary['setup']}: which initial learning rate?", "",
-             f"Dataset `{summary['dataset']}`, model `{summary['model']}`, {len(summary['plrs'])} PLRs "
-             f"({fmt(summary['plrs'][0])} ... {fmt(summary['plrs'][-1])}).", "",
+             f"Dataset `{summary['dataset']}`, model `{summary['model']}` ({model_text(summary)}), "
+             f"{len(summary['plrs'])} PLRs ({fmt(summary['plrs'][0])} ... {fmt(summary['plrs'][-1])}).", "",
+             f"Recipe: {recipe_text(summary.get('recipe'))}. Every LR here is for this recipe.", "",
              f"**Recommended initial (pre-training) LR: {fmt(summary['recommended_plr'])}**"
              + (f" - {summary['recommendation_reason']}" if summary.get("recommendation_reason") else ""), "",
              f"**Recommended range: {' .. '.join(map(fmt, summary.get('recommended_range') or [])) or 'none'}**"
@@ -261,7 +79,7 @@ def main():
     p.add_argument("--root", required=True, help="setup directory holding pretrain/, finetune/, swa/")
     p.add_argument("--paper_boundaries", nargs=3, default=None, metavar=("B12", "B2A2B", "B23"),
                    help="the authors' regime boundaries 1|2, 2A|2B, 2|3 for this setup (run_all.sh passes "
-                        "them), drawn next to the detected ones; 'none' for one the paper does not have")
+                        "them), listed next to the detected ones in report.md; 'none' for one the paper does not have")
     args = p.parse_args()
     paper = None
     if args.paper_boundaries:
@@ -292,9 +110,10 @@ def main():
     print(f"summary: {os.path.join(args.root, 'summary.json')}")
     print(f"report:  {report}")
     print(f"figures: {figdir}/ ({', '.join(drawn)})")
-    b = summary["boundaries"]
-    print(f"regimes: 1|2 {b['1|2']}, 2A|2B {b['2A|2B']}, 2|3 {b['2|3']}; recommended PLR "
-          f"{summary['recommended_plr']} ({summary.get('recommendation_reason', 'no regimes')})")
+    b, g = summary["boundaries"], lambda v: "none" if v is None else f"{v:.3g}"  # noqa: E731
+    print(f"recipe: {recipe_text(summary.get('recipe'))}")
+    print(f"regimes: 1|2 {g(b['1|2'])}, 2A|2B {g(b['2A|2B'])}, 2|3 {g(b['2|3'])}; recommended PLR "
+          f"{g(summary['recommended_plr'])} ({summary.get('recommendation_reason', 'no regimes')})")
     print(f"{'PLR':>9} {'regime':>6} {'PT train loss':>13} {'PT test':>8} {'SWA test':>8} {'best FT test':>12}  "
           f"top-2 features PT")
     for e in summary["per_plr"]:

@@ -11,31 +11,45 @@
 #       --sbatch "--partition=gpu --gres=gpu:1 --time=12:00:00 --account=me"
 #   bash run_all.sh --setup convnet_si_cifar10 --dry_run   # print the commands, run nothing
 #   bash run_all.sh --setup convnet_si_fmnist --preset scan   # cheap: short pre-training only -> 1|2, a PLR
-#   bash run_all.sh --setup mine --model my_net.py:Net --dataset my_data.npz --plrs "1e-3 1e-2 0.1" \
-#       --flrs "1e-4 1e-3" --epochs 5 --ft_epochs 3 --seeds "0 1"   # your own model and data
+#   bash run_all.sh --setup mine --model my_net.py:Net --model_args width=16 --dataset my_data.npz \
+#       --plrs "1e-3 1e-2 0.1" --flrs "1e-4 1e-3" --epochs 5 --ft_epochs 3 --seeds "0 1" --optimizer adamw
 #
-# Setups: synthetic, convnet_si_cifar10, convnet_si_cifar100, resnet18_si_cifar10,
-# resnet18_si_cifar100, resnet18_cifar10, resnet18_cifar100, convnet_si_fmnist, or any NAME with
-# --model and --dataset; presets smoke, quick, paper (grids in PROTOCOL.md sections 4, 6, 7; see the
-# README for what each preset runs) and scan: the paper preset's PLR grid and pre-training, but one
-# seed and a fifth of the steps, no fine-tuning -> report.py's 1|2 boundary and the smallest
-# regime-2 PLR. --model, --model_args, --dataset, --plrs, --flrs, --seeds, --epochs, --ft_epochs
-# override a setup's values (with scan, --epochs is the full pre-training the scan is a fifth of);
-# --stages "pretrain finetune swa evaluate" runs only some stages (then the report). Each stage is a
-# list of independent runs (data drawn per seed: one population per group of data seeds; otherwise
-# one run per PLR and seed).
-# Locally they run --jobs at a time (default: one per CPU core, 1 torch thread each); with --slurm
-# each stage is one array job (one index = one run) that starts after the previous stage
-# succeeded (afterok), and the job ids are printed. Everything goes to ROOT/SETUP/ (ROOT = --out,
-# default runs): pretrain/, finetune/, swa/, geometry/, summary.json, report.md, figures/ (a scan:
-# ROOT/SETUP/scan/).
+# Setups (setups.ini: grids, lengths, seeds, the paper's boundaries): SETUPS_LIST, or any NAME
+# with --model and --dataset (your own). Presets: quick (default), paper, smoke, scan (the paper
+# preset's PLR grid and pre-training, but one seed and a fifth of the steps, no fine-tuning ->
+# report.py's 1|2 boundary and the smallest regime-2 PLR; ROOT/SETUP/scan/).
+# Overrides of the setup's values: --model, --model_args KEY=VALUE ..., --dataset, --plrs, --flrs,
+# --seeds (quoted lists), --epochs, --ft_epochs (with scan, --epochs is the full pre-training the
+# scan is a fifth of). The recipe, for every stage (default: the model record's): --optimizer
+# sgd|adam|adamw, --momentum M, --weight_decay W, --augment none|crop_flip|randaugment, --sphere
+# on|off, --schedule constant|cosine, --batch_size B.
+# --stages "pretrain finetune swa evaluate" runs only some stages (then the report); your own setups
+# run "pretrain finetune swa" (what the recommendation needs) unless --measure adds evaluate (the
+# feature or band accuracies and the geometry). --sharpness logs the sharpness while fine-tuning.
+# Each stage is a list of independent runs (data drawn per seed: one population per group of data
+# seeds; otherwise one run per PLR and seed). Locally they run --jobs at a time (default: one per
+# CPU core, 1 torch thread each); with --slurm each stage is one array job (one index = one run)
+# that starts after the previous stage succeeded (afterok), and the job ids are printed. Everything
+# goes to ROOT/SETUP/ (ROOT = --out, default runs): pretrain/, finetune/, swa/, geometry/,
+# summary.json, report.md, figures/.
 set -euo pipefail
 
 die() { echo "error: $*" >&2; exit 2; }
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
+PY=${PYTHON:-python}
+HERE=$(cd "$(dirname "$0")" && pwd)
+usage() {
+  sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//' | sed "s/SETUPS_LIST/$(cd "$HERE" && $PY -m core.setups --names | sed 's/ /, /g')/"
+}
+NUMBER='^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$'
+positive() { [[ $1 =~ $NUMBER ]] && awk -v v="$1" 'BEGIN { exit !(v + 0 > 0) }'; }
+check_list() {  # check_list FLAG "VALUES": every value a positive finite number
+  local v; [ -n "$(echo $2)" ] || die "$1 needs at least one value"
+  for v in $2; do positive "$v" || die "$1 '$v': learning rates must be finite numbers > 0"; done
+}
 
-SETUP=synthetic PRESET=quick ROOT=runs PY=${PYTHON:-python} THREADS="" JOBS="" DATA_DIR="" SLURM=0 DRY=0
-SBATCH="" SHARPNESS="" STAGES="pretrain finetune swa evaluate" O_MODEL="" O_MODEL_ARGS="" O_DATASET="" O_PLRS="" O_FLRS="" O_SEEDS="" O_EPOCHS="" O_FT_EPOCHS=""
+SETUP=synthetic PRESET=quick ROOT=runs THREADS="" JOBS="" DATA_DIR="" SLURM=0 DRY=0 MEASURE=0 SBATCH="" SHARPNESS=""
+O_STAGES="" O_MODEL="" O_MODEL_ARGS="" O_DATASET="" O_PLRS="" O_FLRS="" O_SEEDS="" O_EPOCHS="" O_FT_EPOCHS=""
+RECIPE=() BATCH=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --setup) [ $# -ge 2 ] || die "--setup needs a value"; SETUP=$2; shift 2 ;;
@@ -47,24 +61,39 @@ while [ $# -gt 0 ]; do
     --slurm) SLURM=1; shift ;;
     --sbatch) [ $# -ge 2 ] || die "--sbatch needs a value (options for sbatch, quoted)"; SBATCH=$2; shift 2 ;;
     --sharpness) SHARPNESS="--sharpness"; shift ;;
+    --measure) MEASURE=1; shift ;;
     --dry_run) DRY=1; shift ;;
     --stages) [[ $# -ge 2 && $2 =~ ^(pretrain|finetune|swa|evaluate)(\ +(pretrain|finetune|swa|evaluate))*$ ]] || \
-                die "--stages needs some of: pretrain finetune swa evaluate (quoted list)"; STAGES=$2; shift 2 ;;
+                die "--stages needs some of: pretrain finetune swa evaluate (quoted list)"; O_STAGES=$2; shift 2 ;;
     --model) [ $# -ge 2 ] || die "--model needs a value"; O_MODEL=$2; shift 2 ;;
-    --model_args) [ $# -ge 2 ] || die "--model_args needs a value (KEY=VALUE ..., quoted)"; O_MODEL_ARGS=$2; shift 2 ;;
+    --model_args) shift; O_MODEL_ARGS=""  # KEY=VALUE words up to the next flag, as train.py takes them
+                  while [ $# -gt 0 ] && [[ $1 != --* ]]; do O_MODEL_ARGS="$O_MODEL_ARGS $1"; shift; done
+                  [ -n "$O_MODEL_ARGS" ] || die "--model_args needs KEY=VALUE arguments" ;;
     --dataset) [ $# -ge 2 ] || die "--dataset needs a value"; O_DATASET=$2; shift 2 ;;
-    --plrs) [ $# -ge 2 ] || die "--plrs needs a value (quoted list)"; O_PLRS=$2; shift 2 ;;
-    --flrs) [ $# -ge 2 ] || die "--flrs needs a value (quoted list)"; O_FLRS=$2; shift 2 ;;
+    --plrs) [ $# -ge 2 ] || die "--plrs needs a value (quoted list)"; check_list --plrs "$2"; O_PLRS=$2; shift 2 ;;
+    --flrs) [ $# -ge 2 ] || die "--flrs needs a value (quoted list)"; check_list --flrs "$2"; O_FLRS=$2; shift 2 ;;
     --seeds) [[ $# -ge 2 && $2 =~ ^[0-9\ ]*[0-9][0-9\ ]*$ ]] || die "--seeds needs non-negative integers (quoted list)"; O_SEEDS=$2; shift 2 ;;
     --epochs) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--epochs needs a positive integer"; O_EPOCHS=$2; shift 2 ;;
     --ft_epochs) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--ft_epochs needs a positive integer"; O_FT_EPOCHS=$2; shift 2 ;;
+    --optimizer) [[ $# -ge 2 && $2 =~ ^(sgd|adam|adamw)$ ]] || die "--optimizer needs sgd, adam or adamw"
+                 RECIPE+=(--optimizer "$2"); shift 2 ;;
+    --momentum) [[ $# -ge 2 && $2 =~ $NUMBER ]] && awk -v v="$2" 'BEGIN { exit !(v < 1) }' || \
+                  die "--momentum needs a number in [0, 1)"; RECIPE+=(--momentum "$2"); shift 2 ;;
+    --weight_decay) [[ $# -ge 2 && $2 =~ $NUMBER ]] || die "--weight_decay needs a finite number >= 0"
+                    RECIPE+=(--weight_decay "$2"); shift 2 ;;
+    --augment) [[ $# -ge 2 && $2 =~ ^(none|crop_flip|randaugment)$ ]] || die "--augment needs none, crop_flip or randaugment"
+               RECIPE+=(--augment "$2"); shift 2 ;;
+    --sphere) [[ $# -ge 2 && $2 =~ ^(on|off)$ ]] || die "--sphere needs on or off"; RECIPE+=(--sphere "$2"); shift 2 ;;
+    --schedule) [[ $# -ge 2 && $2 =~ ^(constant|cosine)$ ]] || die "--schedule needs constant or cosine"
+                RECIPE+=(--schedule "$2"); shift 2 ;;
+    --batch_size) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--batch_size needs a positive integer"
+                  BATCH=(--batch_size "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see bash run_all.sh --help)" ;;
   esac
 done
 [ "$SLURM" = 1 ] || [ -z "$SBATCH" ] || die "--sbatch needs --slurm"
 [[ "$SETUP" =~ ^[A-Za-z0-9_.-]+$ ]] || die "--setup '$SETUP': use letters, digits, '.', '_' and '-' only"
-HERE=$(cd "$(dirname "$0")" && pwd)
 case "$ROOT" in /*) ;; *) ROOT="$PWD/$ROOT" ;; esac
 case "$DATA_DIR" in ""|/*) ;; *) DATA_DIR="$PWD/$DATA_DIR" ;; esac
 # a researcher's model file or .npz, relative to where run_all.sh was started
@@ -72,111 +101,48 @@ case "$O_MODEL" in /*|"") ;; *.py:*) O_MODEL="$PWD/$O_MODEL" ;; esac
 case "$O_DATASET" in /*|"") ;; *.npz) O_DATASET="$PWD/$O_DATASET" ;; esac
 cd "$HERE"
 
-# ---------------------------------------------------------------- setups: model, dataset, grids, presets
-# PAPER: the authors' regime boundaries 1|2 2A|2B 2|3 (PROTOCOL.md section 4), drawn next to the detected
-# ones. DATA_SEEDS: data drawn per seed (the synthetic example); its sweeps train one population per part.
-SETUPS="synthetic convnet_si_cifar10 convnet_si_cifar100 resnet18_si_cifar10 resnet18_si_cifar100 resnet18_cifar10 resnet18_cifar100 convnet_si_fmnist vit_cifar10 vit_fmnist"
-SI_PLRS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2 2e-2 5e-2 0.1 0.2 0.5 1"
-EXTRA="" SEEDS="0" IMG="" FT="" GEO="" DATA_SEEDS="" PAPER="" WIDTH="" DATASET="" MODEL="" CUSTOM=0 MODEL_ARGS=""
-SWA="--n_models 5" FOURIER=""  # SWA: continue 4 epochs and average 5; FOURIER: eval_fourier.py's extra flags
-VIT_SWA="--n_models 5 --stride 2"  # appendix F: the run's own epochs E-8, E-6, ..., E (train.py --save_epochs)
-PT_LEN=200  # the paper preset's pre-training: epochs (images), iterations (synthetic); scan: a fifth of it
-SCAN_FRACTION=5  # scan: 1 / SCAN_FRACTION of PT_LEN (bench/scan_budget.py measures the choice)
-case "$SETUP" in
-  synthetic) DATASET=tick MODEL=mlp_si PAPER="7.5e-3 1.78e-2 5.6e-2"
-    # PROTOCOL.md section 7: logspace(-4.5,-2.25,10)[:-1] + logspace(-2.25,-1.25,9)[:-1] + logspace(-1.25,0,6)
-    PLRS="3.16e-5 5.62e-5 1.00e-4 1.78e-4 3.16e-4 5.62e-4 1.00e-3 1.78e-3 3.16e-3 5.62e-3 7.50e-3
-          1.00e-2 1.33e-2 1.78e-2 2.37e-2 3.16e-2 4.22e-2 5.62e-2 0.1 0.178 0.316 0.562 1.0"
-    FLRS="3.16e-5 5.62e-5 1.00e-4 1.78e-4 3.16e-4 5.62e-4 1.00e-3 1.78e-3 3.16e-3 5.62e-3 7.50e-3"
-    case "$PRESET" in
-      paper) SEEDS="0 1 2 3 4"; DATA_SEEDS="0 1 2 3 4 5 6 7 8 9" ;;
-      quick) SEEDS="0 1"; DATA_SEEDS="0 1"; FLRS="3.16e-5 3.16e-4 1.78e-3 7.50e-3" ;;
-      smoke) PLRS="1e-3 1e-2 0.3"; FLRS="1e-4 3e-3"; DATA_SEEDS="0 1"; EXTRA="--smoke" ;;
-      scan) SEEDS=0 DATA_SEEDS=0 PT_LEN=40000 EXTRA="--iters $((40000 / SCAN_FRACTION))" ;;
-    esac ;;
-  convnet_si_cifar10) DATASET=cifar10 MODEL=convnet_si WIDTH=32 PLRS=$SI_PLRS FLRS="1e-5 5e-4" PAPER="5e-4 2e-3 2e-2" ;;
-  convnet_si_cifar100) DATASET=cifar100 MODEL=convnet_si WIDTH=128 PLRS=$SI_PLRS FLRS="1e-5 2e-4" PAPER="2e-4 2e-3 0.1" ;;
-  resnet18_si_cifar10) DATASET=cifar10 MODEL=resnet18_si WIDTH=32 PAPER="3e-4 1.4e-3 2e-2"
-    PLRS="1e-6 2e-6 5e-6 1e-5 1.4e-5 2e-5 3e-5 5e-5 7e-5 1e-4 1.4e-4 2e-4 3e-4 5e-4 7e-4 1e-3 1.4e-3 2e-3 3e-3
-          5e-3 7e-3 1e-2 1.4e-2 2e-2 3e-2 5e-2 7e-2 0.1 0.2 0.5 1 2"
-    FLRS="1e-5 3e-5 5e-5 7e-5 1e-4 1.4e-4 2e-4 2.5e-4 3e-4" ;;
-  resnet18_si_cifar100) DATASET=cifar100 MODEL=resnet18_si WIDTH=32 PLRS=$SI_PLRS FLRS="2e-5 1e-4" PAPER="1e-4 2e-3 0.1" ;;
-  resnet18_cifar10|resnet18_cifar100) DATASET=${SETUP#resnet18_} MODEL=resnet18 WIDTH=64 PAPER="2e-3 0.1 none"
-    PLRS="1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2 2e-2 5e-2 0.1 0.2 0.5 1" FLRS="1e-4 2e-3" ;;
-  convnet_si_fmnist) DATASET=fashion_mnist MODEL=convnet_si WIDTH=32 PLRS=$SI_PLRS FLRS="1e-5 5e-4"
-    [ "$PRESET" != quick ] || {  # 2000 images, 30 epochs: long enough for the loss of small PLRs to head to zero
-      PLRS="5e-4 2e-3 5e-3 1e-2 2e-2 5e-2 0.2"; FLRS="1e-4 1e-3"; WIDTH=8
-      IMG="--epochs 30 --train_size 2000 --test_size 2000"; FT="--epochs 10"; GEO="--points 11"; } ;;
-  vit_cifar10) DATASET=cifar10 MODEL=vit_small PAPER="1e-4 1e-3 none" SWA=$VIT_SWA FOURIER="--band_splits 4,6,8,10"
-    # appendix F: 500 + 500 epochs of Adam (the model record's recipe: batch 512, weight decay 1e-4, RandAugment)
-    PLRS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2" FLRS="1e-5 2e-5 5e-5 1e-4"
-    IMG="--epochs 500 --save_epochs 492 494 496 498" FT="--epochs 500" PT_LEN=500
-    [ "$PRESET" != quick ] || {  # every other PLR, a tenth of the epochs on 10000 images
-      PLRS="1e-5 5e-5 2e-4 1e-3 5e-3"; IMG="--epochs 50 --train_size 10000 --save_epochs 42 44 46 48"
-      FT="--epochs 50"; } ;;
-  vit_fmnist) DATASET=fashion_mnist MODEL=vit_small SWA=$VIT_SWA FOURIER="--band_splits 4,6,8,10"
-    PLRS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 2e-3 5e-3 1e-2" FLRS="1e-5 1e-4"
-    IMG="--epochs 100 --save_epochs 92 94 96 98" FT="--epochs 100" PT_LEN=100
-    [ "$PRESET" != quick ] || {  # a small ViT on a Fashion-MNIST subset: under 30 minutes on 2 CPU cores
-      # (ViT-Small's recipe, but dim 64, depth 2, patches of 8 and batch 128, on 4000 + 2000 images)
-      PLRS="1e-4 3e-4 1e-3 3e-3 1e-2 3e-2"; FLRS="1e-5 1e-4"; GEO="--points 5"
-      MODEL_ARGS="dim=64 depth=2 heads=2 dim_head=32 mlp_dim=128 patch_size=8"
-      IMG="--epochs 30 --batch_size 128 --train_size 4000 --test_size 2000 --save_epochs 22 24 26 28"
-      FT="--epochs 10"; } ;;
-  *) [ -n "$O_MODEL" ] && [ -n "$O_DATASET" ] || \
-       die "unknown setup '$SETUP'; known: $SETUPS, or any name with --model and --dataset (your own)"
-     CUSTOM=1 PLRS="1e-4 1e-3 1e-2 0.1 1" FLRS="1e-4 1e-3" ;;
-esac
-case "$PRESET" in smoke|quick|paper|scan) ;; *) die "unknown preset '$PRESET' for setup $SETUP; known: smoke quick paper scan" ;; esac
-if [ -z "$DATA_SEEDS" ]; then  # one run per PLR and seed: the image setups' presets
-  case "$PRESET" in
-    paper) SEEDS="0 1 2" ;;  # 200 + 200 epochs: the scripts' defaults
-    quick) if [ -z "$IMG" ] && [ "$CUSTOM" = 0 ]; then
-             PLRS=$(echo $PLRS | tr ' ' '\n' | awk 'NR % 2 == 1' | tr '\n' ' ')
-             IMG="--epochs 30 --train_size 10000"; FT="--epochs 30"
-           fi ;;
-    smoke) PLRS="1e-3 0.3"; FLRS="1e-4 1e-3"; EXTRA="--smoke" IMG="" FT="" GEO="" MODEL_ARGS=""
-           case "$SWA" in *--stride*) SWA="--n_models 2 --stride 1" IMG="--save_epochs 1" ;; esac ;;
-    scan) SEEDS=${SEEDS%% *} PT_LEN=${O_EPOCHS:-$PT_LEN} O_EPOCHS=""
-          IMG="--epochs $(( (PT_LEN + SCAN_FRACTION - 1) / SCAN_FRACTION ))" ;;
-  esac
+# ---------------------------------------------------------------- the setup (setups.ini) and the overrides
+KIND=""
+if ! $PY -m core.setups --names | tr ' ' '\n' | grep -qx "$SETUP"; then
+  [ -n "$O_MODEL" ] && [ -n "$O_DATASET" ] || \
+    die "unknown setup '$SETUP'; known: $($PY -m core.setups --names), or any name with --model and --dataset (your own)"
+  KIND=custom
 fi
-[ "$PRESET" != scan ] || STAGES=pretrain
-# overrides (and a custom setup's values)
-[ -z "$O_MODEL" ] || { MODEL=$O_MODEL; WIDTH="" MODEL_ARGS=""; }
+FIELDS=$($PY -m core.setups "$SETUP" "$PRESET" $KIND) || exit 2
+eval "$FIELDS"
+[ -z "$O_MODEL" ] || MODEL=$O_MODEL
 [ -z "$O_MODEL_ARGS" ] || MODEL_ARGS=$O_MODEL_ARGS
 [ -z "$O_DATASET" ] || DATASET=$O_DATASET
 [ -z "$O_PLRS" ] || PLRS=$O_PLRS
 [ -z "$O_FLRS" ] || FLRS=$O_FLRS
-[ -z "$O_SEEDS" ] || SEEDS=$O_SEEDS
-[ -z "$O_EPOCHS" ] || IMG="$IMG --epochs $O_EPOCHS"
-[ -z "$O_FT_EPOCHS" ] || FT="$FT --epochs $O_FT_EPOCHS"
-FLRS=$(echo $FLRS) PLRS=$(echo $PLRS)
+if [ -n "$O_SEEDS" ]; then SEEDS=$O_SEEDS; [ "$PRESET" != scan ] || SEEDS=${O_SEEDS%% *}; fi
+if [ -n "$O_EPOCHS" ]; then
+  if [ "$PRESET" = scan ]; then PRETRAIN="--epochs $(( (O_EPOCHS + 4) / 5 ))"; else PRETRAIN="$PRETRAIN --epochs $O_EPOCHS"; fi
+fi
+[ -z "$O_FT_EPOCHS" ] || FINETUNE="$FINETUNE --epochs $O_FT_EPOCHS"
+[ "$MEASURE" = 0 ] || [ "$PRESET" = scan ] || STAGES="pretrain finetune swa evaluate"
+[ -z "$O_STAGES" ] || [ "$PRESET" = scan ] || STAGES=$O_STAGES
+PLRS=$(echo $PLRS) FLRS=$(echo $FLRS) MODEL_ARGS=$(echo $MODEL_ARGS)
 LOW=${FLRS%% *} HIGH=${FLRS##* }
 q() { printf '%q' "$1"; }  # quote a word for a command line
+EXTRA=""; [ "$SMOKE" = 0 ] || EXTRA="--smoke"
 MARGS=""
-[ -z "$WIDTH" ] || MARGS="--width $WIDTH"
 if [ -n "$MODEL_ARGS" ]; then
-  MARGS="$MARGS --model_args"; for a in $MODEL_ARGS; do MARGS="$MARGS $(q "$a")"; done
+  MARGS="--model_args"; for a in $MODEL_ARGS; do MARGS="$MARGS $(q "$a")"; done
 fi
+REC=""; for a in "${RECIPE[@]+"${RECIPE[@]}"}"; do REC="$REC $(q "$a")"; done
 DATA_FLAGS="--dataset $(q "$DATASET") --model $(q "$MODEL") $MARGS"
-REPORT_FLAGS=""; [ -z "$PAPER" ] || REPORT_FLAGS="--paper_boundaries $PAPER"
+REPORT_FLAGS=""; [ -z "$PAPER_BOUNDARIES" ] || REPORT_FLAGS="--paper_boundaries $PAPER_BOUNDARIES"
 
 DIR="$ROOT/$SETUP"
 [ "$PRESET" != scan ] || DIR="$ROOT/$SETUP/scan"  # next to the sweep it stands in for, not mixed into it
-if [ "$DRY" = 0 ]; then
-  mkdir -p "$DIR/logs" 2>/dev/null && [ -w "$DIR" ] || die "cannot write to $DIR; choose another --out"
-fi
-if [ "$SLURM" = 1 ] && [ "$DRY" = 0 ]; then
-  command -v sbatch >/dev/null || die "--slurm: sbatch not found; is this a Slurm login node?"
-fi
 
 # ---------------------------------------------------------------- runs of each stage
 # Data drawn per seed (synthetic): the population split by data seed into JOBS parts (d0-4, d5-9,
-# ...) trained side by side; a member's result does not depend on its part (DESIGN.md).
+# ...) trained side by side; a member's result does not depend on its part.
 # Otherwise: one run per PLR x seed.
-if [ -z "$JOBS" ]; then
-  if [ "$SLURM" = 1 ]; then JOBS=1; else JOBS=$(nproc 2>/dev/null || echo 1); fi
+if [ -z "$JOBS" ]; then  # the machine's cores (nproc would obey OMP_NUM_THREADS)
+  if [ "$SLURM" = 1 ]; then JOBS=1; else JOBS=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); fi
 fi
 [ -n "$THREADS" ] || { [ "$JOBS" -gt 1 ] && THREADS=1 || THREADS=0; }
 RUNS=() RUN_ARGS=()
@@ -187,24 +153,12 @@ if [ -n "$DATA_SEEDS" ]; then
   for ((j = 0; j < PARTS; j++)); do
     lo=$(( j * ${#DS[@]} / PARTS )) hi=$(( (j + 1) * ${#DS[@]} / PARTS - 1 ))
     name="d${DS[$lo]}"; [ "$hi" -gt "$lo" ] && name="$name-${DS[$hi]}"
-    RUNS+=("$name") RUN_ARGS+=("--lr $(echo $PLRS) --seed $SEEDS --data_seed ${DS[*]:$lo:$((hi - lo + 1))}")
+    RUNS+=("$name") RUN_ARGS+=("--lr $PLRS --seed $SEEDS --data_seed ${DS[*]:$lo:$((hi - lo + 1))}")
   done
 else
   for s in $SEEDS; do
     for p in $PLRS; do RUNS+=("plr${p}_s$s") RUN_ARGS+=("--lr $p --seed $s"); done
   done
-fi
-
-# One sweep per directory: a quick and a paper sweep must not mix in one summary, and a rerun must
-# split the runs as the first one did (other parts would train the same members twice).
-SWEEP="$SETUP $PRESET runs ${RUNS[*]}"
-if [ "$DRY" = 0 ]; then
-  if [ -f "$DIR/sweep.txt" ]; then
-    [ "$(cat "$DIR/sweep.txt")" = "$SWEEP" ] || \
-      die "$DIR holds another sweep ($(cut -c1-60 "$DIR/sweep.txt")...); use the same --preset and --jobs, or another --out"
-  else
-    echo "$SWEEP" > "$DIR/sweep.txt"
-  fi
 fi
 
 T="--threads $THREADS"
@@ -215,15 +169,51 @@ stage_commands() {
   for i in "${!RUNS[@]}"; do
     n=${RUNS[$i]} r=$(q "$DIR")
     case "$1" in
-      pretrain) echo -e "$n\t$PY train.py $DATA_FLAGS ${RUN_ARGS[$i]} $IMG $EXTRA $DD $T --out $r/pretrain/$n" ;;
-      finetune) echo -e "$n\t$PY finetune.py --from $r/pretrain/$n --lr $FLRS $FT $EXTRA $SHARPNESS $DD $T --out $r/finetune/$n" ;;
-      swa) echo -e "$n\t$PY swa.py --from $r/pretrain/$n $SWA $EXTRA $DD $T --out $r/swa/$n" ;;
-      evaluate) local geo="--finetune $r/finetune/$n --swa $r/swa/$n --low $LOW --high $HIGH $EXTRA $GEO $DD"
-                local ev="$FOURIER $DD $T"
+      pretrain) echo -e "$n\t$PY train.py $DATA_FLAGS ${RUN_ARGS[$i]} $PRETRAIN $EXTRA$REC ${BATCH[*]+"${BATCH[*]}"} $DD $T --out $r/pretrain/$n" ;;
+      finetune) echo -e "$n\t$PY finetune.py --from $r/pretrain/$n --lr $FLRS $FINETUNE $EXTRA $SHARPNESS$REC $DD $T --out $r/finetune/$n" ;;
+      swa) echo -e "$n\t$PY swa.py --from $r/pretrain/$n $SWA $EXTRA$REC $DD $T --out $r/swa/$n" ;;
+      evaluate) local geo="--finetune $r/finetune/$n --swa $r/swa/$n --low $LOW --high $HIGH $EXTRA $GEOMETRY $DD"
+                local ev="$EVALUATE $DD $T"
                 echo -e "$n\t$PY eval_fourier.py --run $r/pretrain/$n $ev && $PY eval_fourier.py --run $r/finetune/$n $ev && $PY eval_fourier.py --run $r/swa/$n $ev && $PY eval_geometry.py $geo $T --out $r/geometry/$n" ;;
     esac
   done
 }
+
+if [ "$DRY" = 0 ]; then
+  [ "$SLURM" = 0 ] || command -v sbatch >/dev/null || die "--slurm: sbatch not found; is this a Slurm login node?"
+  # every flag of the sweep checked once (the model, the recipe, every PLR) before anything is written
+  if [[ " $STAGES " == *" pretrain "* ]]; then
+    first=$(stage_commands pretrain | sed -n 1p | cut -f2-)
+    bash -c "${first% --out *} --lr $PLRS --check_only --out $(q "$DIR/pretrain")" >/dev/null || exit 2
+  fi
+  mkdir -p "$DIR/logs" 2>/dev/null && [ -w "$DIR" ] || die "cannot write to $DIR; choose another --out"
+fi
+
+# One sweep per directory: a quick and a paper sweep must not mix in one summary, and a rerun must
+# split the runs as the first one did (other parts would train the same members twice).
+SWEEP=$(printf '%s\n' "setup=$SETUP" "preset=$PRESET" "model=$MODEL" "model_args=$MODEL_ARGS" "dataset=$DATASET" \
+  "plrs=$PLRS" "flrs=$FLRS" "seeds=$(echo $SEEDS)" "data_seeds=$(echo $DATA_SEEDS)" "pretrain=$(echo $PRETRAIN)" \
+  "finetune=$(echo $FINETUNE)" "recipe=$(echo $REC ${BATCH[@]+"${BATCH[@]}"})" "runs=${RUNS[*]}")
+if [ "$DRY" = 0 ]; then
+  if [ -f "$DIR/sweep.txt" ]; then
+    if [ "$(cat "$DIR/sweep.txt")" != "$SWEEP" ]; then
+      if [ "$(head -c 6 "$DIR/sweep.txt")" = "setup=" ]; then
+        DIFF=$( (diff <(cat "$DIR/sweep.txt") <(echo "$SWEEP") || true) | awk '
+          /^< / { k = substr($2, 1, index($2, "=") - 1); there[k] = substr($0, index($0, "=") + 1) }
+          /^> / { k = substr($2, 1, index($2, "=") - 1); here[k] = substr($0, index($0, "=") + 1); keys[k] }
+          END { for (k in keys) if (k != "runs") { out = out sprintf("--%s \"%s\" there, \"%s\" here; ", k, there[k], here[k]) }
+                if (out == "" && ("runs" in keys)) out = sprintf("its runs are %s there, %s here (--jobs splits the " \
+                  "synthetic population into parts: use the --jobs of the first run); ", there["runs"], here["runs"])
+                printf "%s", out }' || true)
+      else
+        DIFF="a sweep of an earlier version ($(head -c 60 "$DIR/sweep.txt")); "
+      fi
+      die "$DIR holds another sweep: ${DIFF}rerun with the same flags, or choose another --out"
+    fi
+  else
+    echo "$SWEEP" > "$DIR/sweep.txt"
+  fi
+fi
 
 # run_local FILE: the commands of FILE, JOBS at a time; with several at once each output line is
 # prefixed with [NAME]. Returns non-zero (after the others finished) if any failed; the failing
@@ -266,9 +256,10 @@ if [ "$SLURM" = 1 ]; then
   echo "when it is done: $DIR/summary.json, $DIR/report.md, $DIR/figures/"
   exit 0
 fi
+EACH="$THREADS torch thread(s) each"; [ "$THREADS" != 0 ] || EACH="torch's default threads each"
 for stage in $STAGES; do
   stage_commands "$stage" > "$DIR/logs/$stage.tsv"
-  echo; echo "== $stage: $(wc -l < "$DIR/logs/$stage.tsv") run(s), $JOBS at a time, $THREADS thread(s) each"
+  echo; echo "== $stage: $(wc -l < "$DIR/logs/$stage.tsv") run(s), $JOBS at a time, $EACH"
   run_local "$DIR/logs/$stage.tsv"
 done
 echo; echo "== $PY report.py --root $DIR $REPORT_FLAGS"; $PY report.py --root "$DIR" $REPORT_FLAGS

@@ -3,17 +3,19 @@
 The average is not re-projected onto the sphere (a scale-invariant model depends only on its
 direction). How the N checkpoints come about is the backend's:
 
-Synthetic example (PROTOCOL.md section 7): train.py keeps the final weights every 100 iterations
-(--keep_snapshots, default 5); SWA-N averages the last N of them per member.
+Synthetic example (docs/protocol.md section 7): train.py keeps the weights of the last steps, 100
+iterations apart (--keep_snapshots, default 5); SWA-N averages the last N of them per member.
 
   python swa.py --from runs/synthetic/pretrain/all --n_models 5 --out runs/synthetic/swa/all
   # -> members.jsonl (as the parent's), metrics.jsonl (one train and one test row per member),
   #    checkpoints/final.pt (the averaged weights), results.json
 
-Images (PROTOCOL.md section 4): continue pre-training at the PLR from the parent's last epoch E
+Images (docs/protocol.md section 4): continue pre-training at the PLR from the parent's last epoch E
 for N - 1 more epochs (with the batches that longer pre-training would have seen), average the
-weights at epochs E, E+1, ..., E+N-1 with torch.optim.swa_utils.AveragedModel, recompute BN
-statistics with one pass over the shuffled, non-augmented training set, evaluate.
+weights at epochs E, E+1, ..., E+N-1, recompute BN statistics with one pass over the shuffled,
+non-augmented training set, evaluate; or (--stride K) average the parent's own kept checkpoints.
+
+Either way the averaging is the stage loop's (engine/stage.py): the equal-weight mean, in float64.
 
   python swa.py --from runs/convnet_si_cifar10/pretrain/plr1e-3_s0 --n_models 5 \
       --out runs/convnet_si_cifar10/swa/plr1e-3_s0
@@ -22,10 +24,11 @@ statistics with one pass over the shuffled, non-augmented training set, evaluate
   #    checkpoints/epoch_NNNN.pt of the continuation (NNNN = epochs after E)
 """
 import models
-from utils import engine
-from utils.args import (Parser, check_positive, common_parser, image_parser, main_guard, recipe_flags,
-                        resolve_recipe, setup_torch)
-from utils.rundir import RunDir, load_parent
+from core.errors import Parser, main_guard
+from engine import setup
+from engine.args import check_positive, common_parser, image_parser, recipe_flags, resolve_recipe, setup_torch
+from engine.rundir import RunDir, load_parent
+from engine.stage import run_stage
 
 
 def build_parser():
@@ -47,24 +50,23 @@ def main():
     args = build_parser().parse_args()
     check_positive(args.n_models, "--n_models")
     parent, _, ckpt = load_parent(args.parent)
-    backend = engine.backend(models.resolve(ckpt["model"]))
-    engine.refuse_foreign(args, backend)
+    backend = setup.backend(models.resolve(ckpt["model"]))
+    setup.refuse_foreign(args, backend)
     recipe = resolve_recipe(args, ckpt["recipe"])  # the continuation trains with the parent's recipe
     backend.check_recipe(recipe)
-    backend.check_swa(args, ckpt)
+    stage, window = backend.swa_stage(args, ckpt, parent)
     device = setup_torch(args)
     speed = backend.speed(args, device)
     data = backend.parent_data(ckpt, args, device)
     members = [dict(m, parent_member=m["member"], swa_n=args.n_models) for m in ckpt["members"]]
     meta = dict({k: ckpt[k] for k in ("model", "model_args", "dataset", "batch_size", "data")}, recipe=recipe,
-                parent=parent.path)
+                members=members, parent=parent.path, parent_epoch=ckpt["done"], **window)
     rd = RunDir(args.out)
-    if rd.start(args, "swa", members, parent=parent.path, meta=engine.run_meta(meta)) == "complete":
+    if rd.start(args, "swa", members, parent=parent.path, meta=setup.run_meta(meta)) == "complete":
         print(f"{args.out} is complete; nothing to do")
         return
-    results = backend.swa(rd, members=members, ckpt=ckpt, data=data, meta=meta, args=args, device=device,
-                          speed=speed)
-    rd.write_results(results)
+    trainer = backend.trainer("swa", members, ckpt["state"], data, meta, args, device, speed)
+    rd.write_results(dict(run_stage(rd, stage, trainer, meta), **window))
     print(f"done: {args.out}")
 
 

@@ -1,4 +1,4 @@
-"""Training speed of the image loop (utils/image_stage.py) against a conventional DataLoader loop.
+"""Training speed of the image loop (engine/module.py) against a conventional DataLoader loop.
 
   python bench/images.py                              # about 3 minutes on a 2-core CPU
   python bench/images.py --models convnet_si --threads 1 --channels_last off
@@ -7,7 +7,7 @@
 
 Each image model at its default size (convnet_si 32, resnet18_si 32, resnet18 64, vit_small: ViT-Small), batch 128, on
 --images random uint8 3x32x32 images with 10 classes (no dataset files needed), trained by
-  ours          utils.image_step.train_epoch as train.py calls it: images on the device, normalised once
+  ours          engine.step.train_epoch as train.py calls it: images on the device, normalised once
                 (SI: projected SGD) or augmented and normalised per batch there (resnet18: crop + flip, SGD
                 momentum 0.9, weight decay 5e-4; vit_small: RandAugment per image, batched by operation,
                 crop + flip, Adam); loss and accuracy summed on
@@ -45,10 +45,11 @@ from torchvision import transforms
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.images import CIFAR_MEAN, CIFAR_STD, epoch_draws, normalize  # noqa: E402
 from models import MODELS, build  # noqa: E402
-from utils.args import Parser, UserError, main_guard, setup_torch, speed_flags  # noqa: E402
-from utils.image_stage import optimizer  # noqa: E402
-from utils.image_step import TrainStep, epoch_generator, speed_switches, train_epoch, use_bf16  # noqa: E402
-from utils.sphere import make_optimizer, si_norm  # noqa: E402
+from core.errors import Parser, UserError, main_guard  # noqa: E402
+from engine.args import setup_torch, speed_flags  # noqa: E402
+from engine.module import optimizer  # noqa: E402
+from engine.sphere import make_optimizer, si_norm  # noqa: E402
+from engine.step import TrainStep, epoch_generator, speed_switches, train_epoch, use_bf16  # noqa: E402
 
 BATCH, EPOCH = 128, 50_000  # images per step; CIFAR-10's training set
 ELR, LR = 1e-3, 0.01  # SI: lr = ELR x R^2; resnet18: lr (the speed does not depend on them)

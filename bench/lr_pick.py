@@ -1,4 +1,4 @@
-"""Our recommended initial LR against the LR range tests practitioners use (PROTOCOL.md section 9).
+"""Our recommended initial LR against the LR range tests practitioners use (docs/protocol.md section 9).
 
   python bench/lr_pick.py --setup synthetic --preset paper --n_seeds 10      # the first 10 seed pairs
   python bench/lr_pick.py --setup convnet_si_fmnist --seeds "0 1 2"
@@ -45,19 +45,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
-from report import collect  # noqa: E402
-from utils.args import UserError, main_guard  # noqa: E402
-from utils.regimes import label_regimes  # noqa: E402
-from utils.rundir import RunDir, write_json_atomic  # noqa: E402
+from analysis.sweep import collect, key, per_seed_quality, read_sweep, results_index, run_steps, scan_pick  # noqa: E402
+from core.errors import UserError, main_guard  # noqa: E402
+from core.io import write_json_atomic  # noqa: E402
+from engine.rundir import RunDir  # noqa: E402
 
 SCAN_FRACTION = 5  # run_all.sh's scan: a fifth of the pre-training
 RANGE_METHODS = ("torch_lr_finder", "lightning")
 METHODS = ("recommended", "scan") + RANGE_METHODS + ("grid_best",)
-
-
-def key(lr):
-    """PLRs compare by their 3 significant digits (the run names and the grids use no more)."""
-    return float(f"{float(lr):.3g}")
 
 
 # ---------------------------------------------------------------- the setup's commands
@@ -128,82 +123,9 @@ def run_commands(cmds, jobs, log_dir):
 
 # ---------------------------------------------------------------- what the sweep holds
 
-def read_sweep(root):
-    """A finished sweep ROOT/SETUP: its summary.json, report.py's per-member records, its seeds
-    (`units_of`) and its pre-training run directories."""
-    path = os.path.join(root, "summary.json")
-    if not os.path.exists(path):
-        raise UserError(f"{path} not found: run the sweep (run_all.sh) first")
-    records, _ = collect(root)
-    base = os.path.join(root, "pretrain")
-    return (json.load(open(path)), records, units_of(records),
-            [RunDir(os.path.join(base, d)) for d in sorted(os.listdir(base))])
-
-
-def units_of(records):
-    """The sweep's seeds: (seed, data_seed) pairs of its pre-training members, data seed major."""
-    return sorted({(r["seed"], r.get("data_seed")) for r in records if r["stage"] == "pretrain"},
-                  key=lambda u: (u[1] if u[1] is not None else -1, u[0]))
-
-
-def results_index(records):
-    """(stage, PLR, FLR, seed, data_seed) -> test accuracy."""
-    return {(r["stage"], key(r["plr"]), None if r["flr"] is None else key(r["flr"]), r["seed"], r.get("data_seed")):
-            r["test_acc"] for r in records}
-
-
-def run_steps(root):
-    """Training steps (one optimizer step of one model) of every complete run under root's stages."""
-    total = 0
-    for stage in ("pretrain", "finetune", "swa"):
-        base = os.path.join(root, stage)
-        for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-            rd = RunDir(os.path.join(base, name))
-            if not rd.is_complete():
-                continue
-            span = defaultdict(list)
-            for r in rd.metrics():
-                span[r["member"]].append(r["step"])
-            total += sum(max(s) - min(s) for s in span.values())
-    return total
-
-
-_READ = {}  # run directory -> (members, metrics rows): read once
-
-
-def scan_pick(rd_list, unit, budget, chance, practical, with_bracket=False):
-    """The scan's pick for one seed: report.py's rule (utils/regimes.py) on the pre-training rows up to
-    `budget` (the backend's unit: epochs, else steps) of every PLR, with no fine-tuning results: the
-    smallest regime-2 PLR. Returns (PLR or None, steps per PLR); with_bracket: ((PLR, the 1|2
-    bracket), steps per PLR)."""
-    rows = defaultdict(list)  # plr -> rows of this unit up to the budget
-    for rd in rd_list:
-        if rd.path not in _READ:
-            _READ[rd.path] = (rd.members(), rd.metrics())
-        members, metrics = _READ[rd.path]
-        members = {m["member"]: m for m in members if (m["seed"], m.get("data_seed")) == unit}
-        for r in metrics:
-            if r["member"] in members and not r.get("swa") and r.get("epoch", r["step"]) <= budget:
-                rows[members[r["member"]]["plr"]].append(r)
-    plrs = sorted(rows)
-    last = {p: max(r["step"] for r in rows[p]) for p in plrs}
-    at = lambda p, split: next(r for r in rows[p] if r["step"] == last[p] and r["split"] == split)  # noqa: E731
-    curves = [[(r["step"], r["loss"]) for r in rows[p] if r["split"] == "train" and r["step"] >= last[p] / 2]
-              for p in plrs]
-    out = label_regimes(plrs, [at(p, "train")["loss"] for p in plrs], [at(p, "train")["acc"] for p in plrs], chance,
-                        loss_curves=curves, pt_test_acc=[at(p, "test")["acc"] for p in plrs], practical=practical)
-    pick = (out["recommended_plr"], out["brackets"]["1|2"]) if with_bracket else out["recommended_plr"]
-    return pick, max(last.values())
-
-
-def seed_quality(index, plrs, flrs, unit):
+def seed_quality(records, plrs, unit):
     """Per PLR: this seed's mean fine-tuned (every FLR) and SWA test accuracy, or None."""
-    out = {}
-    for p in plrs:
-        v = [index.get(("finetune", p, f) + unit) for f in flrs] + [index.get(("swa", p, None) + unit)]
-        v = [a for a in v if a is not None]
-        out[p] = float(np.mean(v)) if v else None
-    return out
+    return {p: per_seed_quality(records, p).get(unit) for p in plrs}
 
 
 # ---------------------------------------------------------------- main
@@ -241,7 +163,6 @@ def main():
     cmds = dry_run(ra)
     pt0, ft0, swa0 = cmds["pretrain"][0], cmds["finetune"][0], cmds["swa"][0]
     low = key(flag(ft0, "--lr")[0])
-    flrs = sorted({key(r["flr"]) for r in records if r["stage"] == "finetune"})
     pt_args = pt_rd[0].config()["args"]
     meta = pt_rd[0].config()["meta"]
     per_seed_data = pt_args.get("data_seed") is not None
@@ -255,7 +176,7 @@ def main():
     # 2. the picks
     picks, cost = {m: {} for m in args.methods}, {}
     good = [p for p in plrs if regimes.get(p) != "3"]
-    quality = {u: seed_quality(index, plrs, flrs, u) for u in units}
+    quality = {u: seed_quality(records, plrs, u) for u in units}
     if "recommended" in picks:
         rec = summary["recommended_plr"]
         picks["recommended"] = {u: None if rec is None else key(rec) for u in units}

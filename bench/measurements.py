@@ -10,7 +10,7 @@ Prints, for an SI ConvNet (width 32, 10 classes) on random CIFAR-sized uint8 ima
            re-projection, BN recomputation over the training set, train error (train-mode BN)
            and test error; with fewer --train_images than CIFAR's 50,000 it also prints the time
            scaled to 50,000 (the passes over the training set dominate and scale linearly).
-The code timed is the repository's own (utils/fourier.py, eval_geometry.image_path).
+The code timed is the repository's own (analysis/fourier.py, engine/module.py: path).
 """
 import argparse
 import os
@@ -22,10 +22,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.images import CIFAR_MEAN, CIFAR_STD, normalize  # noqa: E402
 from models import build  # noqa: E402
-from utils import checkpoint  # noqa: E402
-from utils.fourier import PAPER_BANDS, band_test_sets, parse_bands  # noqa: E402
-from utils.module_backend import member_accuracy, path  # noqa: E402
-from utils.sphere import si_norm  # noqa: E402
+from analysis.fourier import PAPER_BANDS, band_test_sets, parse_bands  # noqa: E402
+from engine import checkpoint  # noqa: E402
+from engine.module import member_accuracy, path  # noqa: E402
+from engine.sphere import si_norm  # noqa: E402
 
 
 def main():

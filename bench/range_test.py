@@ -1,4 +1,4 @@
-"""The LR range test as practitioners run it (PROTOCOL.md section 9), through the libraries themselves.
+"""The LR range test as practitioners run it (docs/protocol.md section 9), through the libraries themselves.
 
   python bench/range_test.py --seed 0 --data_seed 0 -- --dataset tick --model mlp_si
   python bench/range_test.py --seed 0 --out rt.json -- --dataset fashion_mnist --model convnet_si --width 8 \
@@ -7,7 +7,7 @@
 
 Everything after `--` is train.py's flags for the setup, without --lr, --seed, --data_seed, --out: the
 model, its initial weights (model seed), the data (data seed, for data drawn per seed), the batch size
-and the optimizer (on the sphere for SI models: projected SGD, utils/sphere.py) are exactly what
+and the optimizer (on the sphere for SI models: projected SGD, engine/sphere.py) are exactly what
 train.py would use. Prints one line per method: the suggested LR as ELR and as actual lr, the
 optimizer steps the test took and its time; --out also writes `range_tests`'s dict as JSON.
 
@@ -52,12 +52,11 @@ from torch_lr_finder import LRFinder
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import models  # noqa: E402
-import train  # noqa: E402
+from core.errors import Parser, UserError, main_guard  # noqa: E402
+from core.seeding import generator  # noqa: E402
 from data.images import augment_batch, epoch_draws  # noqa: E402
-from utils import engine  # noqa: E402
-from utils.args import Parser, UserError, main_guard  # noqa: E402
-from utils.seeding import generator  # noqa: E402
-from utils.sphere import make_optimizer  # noqa: E402
+from engine import setup as engine  # noqa: E402
+from engine.sphere import make_optimizer  # noqa: E402
 
 START_LR = 1e-7  # torch-lr-finder starts at the optimizer's lr: fastai's start_lr
 TLF_TEST = {"end_lr": 10, "num_iter": 100}  # the rest at the library's defaults (exp, smooth_f 0.05, diverge_th 5)
@@ -89,8 +88,8 @@ def setup(train_flags, seed, data_seed=None):
     flags = [*train_flags, "--lr", "1", "--seed", str(seed), "--out", os.devnull]  # nothing is written there
     if data_seed is not None:
         flags += ["--data_seed", str(data_seed)]
-    args = train.build_parser().parse_args(flags)
-    record, dataset, backend, recipe = train.resolve(args)
+    args = engine.pretrain_parser().parse_args(flags)
+    record, dataset, backend, recipe = engine.resolve_pretrain(args)
     cpu = torch.device("cpu")  # batches are gathered on the CPU; the libraries move them to the device
     data = backend.load_data(dataset, args, cpu)
     model_args = engine.model_args(record, args, data)
@@ -112,7 +111,7 @@ def setup(train_flags, seed, data_seed=None):
         x, y, gather = d["x_train"], d["y_train"], None
     elif recipe["augment"] == "none":  # normalised once, as the image stage does
         x, y, gather = data["xn_train"], data["y_train"], None
-    else:  # uint8 images augmented per batch, then normalised (utils/image_step.py: TrainStep)
+    else:  # uint8 images augmented per batch, then normalised (engine/step.py: TrainStep)
         x, y, aug = data["x_train"], data["y_train"], recipe["augment"]
         gather = lambda idx, g: augment_batch(x[idx], epoch_draws(aug, len(idx), generator=g),  # noqa: E731
                                               data["mean"], data["std"])

@@ -20,9 +20,8 @@ from collections import Counter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from lr_pick import read_sweep  # noqa: E402
-from report import add_regimes, summarize  # noqa: E402
-from utils.args import UserError, main_guard  # noqa: E402
+from analysis.sweep import add_regimes, read_sweep, summarize  # noqa: E402
+from core.errors import UserError, main_guard  # noqa: E402
 
 
 def recommend(records):

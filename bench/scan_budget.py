@@ -22,8 +22,8 @@ from collections import Counter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from lr_pick import key, read_sweep, run_steps, scan_pick  # noqa: E402
-from utils.args import main_guard  # noqa: E402
+from analysis.sweep import key, read_sweep, run_steps, scan_pick  # noqa: E402
+from core.errors import main_guard  # noqa: E402
 
 
 def main():

@@ -6,7 +6,7 @@
 
 Prints model-iterations per second (one SGD step of one model = one model-iteration) of
   population    MLPPopulation.sgd_steps with the real batch gathering (data/loader.py), in blocks
-                of BLOCK_STEPS steps as utils/population.py runs it (`--block_steps 1`: step by
+                of BLOCK_STEPS steps as engine/population.py runs it (`--block_steps 1`: step by
                 step), at the paper preset's population shapes: pre-training (50 seed pairs x 23
                 PLRs = 1150 models) and fine-tuning (50 seed pairs x 23 PLRs x 11 FLRs = 12650);
   conventional  a DataLoader over a TensorDataset (batch 16, shuffled), one SIMLP, torch.optim.SGD
@@ -33,7 +33,9 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.loader import batch_indices  # noqa: E402
 from data.tick import tick_data  # noqa: E402
-from models.mlp import BLOCK_STEPS, CPU_CHUNK, MLPPopulation, SIMLP, init_member  # noqa: E402
+from engine.checkpoint import stack  # noqa: E402
+from models import build  # noqa: E402
+from models.mlp import BLOCK_STEPS, CPU_CHUNK, MLPPopulation  # noqa: E402
 
 PAPER_PT, PAPER_FT = 23 * 50 * 40000, 23 * 11 * 50 * 20000  # model-iterations of the paper preset
 SHAPES = {"pre-training": 23, "fine-tuning": 23 * 11}  # members per (data seed, model seed) group
@@ -41,7 +43,7 @@ DATA_SEEDS, MODEL_SEEDS = range(10), range(5)  # the paper preset: 50 groups
 
 
 class Population:
-    """A population at one shape, trained on the tick data as in utils/population.py."""
+    """A population at one shape, trained on the tick data as in engine/population.py."""
 
     def __init__(self, per_group, data_seeds=DATA_SEEDS):
         self.streams = [(d, s) for d in data_seeds for s in MODEL_SEEDS]  # (data, model seed)
@@ -49,8 +51,9 @@ class Population:
         data = {d: tick_data(d) for d in data_seeds}
         self.xs = torch.stack([data[d]["x_train"] for d, _ in self.streams])  # (P, 512, 32)
         self.ys = torch.stack([data[d]["y_train"] for d, _ in self.streams]).float()
-        self.pop = MLPPopulation.from_members(
-            [init_member(s) for _, s in self.streams for _ in range(per_group)], groups)
+        inits = {s: build("mlp_si", s, num_classes=2, in_channels=32).state_dict() for s in MODEL_SEEDS}
+        self.pop = MLPPopulation.from_state_dict(stack([inits[s] for _, s in self.streams for _ in range(per_group)]),
+                                                 groups)
         self.lr = torch.logspace(-4.5, -2.1, self.pop.M)
         self.rows, self.step = torch.arange(groups).view(groups, 1, 1), 0
         self.run(3)  # warm-up (work buffers, caches)
@@ -116,7 +119,7 @@ class Conventional:
         d = tick_data(0)
         self.loader = DataLoader(TensorDataset(d["x_train"], d["y_train"].float()), batch_size=16,
                                  shuffle=True, drop_last=True)
-        self.net = SIMLP().load_member(init_member(0))
+        self.net = build("mlp_si", 0, num_classes=2, in_channels=32)
         self.opt = torch.optim.SGD(self.net.si_parameters(), lr=5e-3, momentum=0, weight_decay=0)
         self.run(30)  # warm-up
 

@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 from data import custom, images, tick
-from utils.args import UserError
+from core.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +20,7 @@ class DatasetRecord:
     smoke_lengths: dict     # --smoke
     features: str           # what eval_fourier.py measures: "single_feature" sets or frequency "bands"
     load: object = None     # image datasets: load(data_dir, download, train_size, device) -> data dict
-    points: int = 21        # points on each linear path of eval_geometry.py (PROTOCOL.md sections 5, 7)
+    points: int = 21        # points on each linear path of eval_geometry.py (docs/protocol.md sections 5, 7)
     draw: object = None     # per-seed data: draw(data_seed) -> x_train, y_train, x_test, y_test tensors
     feature_sets: object = None  # per-seed data: feature_sets(data_seed) -> x (F, n, D), y (F, n): one set per feature
 
@@ -39,7 +39,7 @@ def _custom_loader(spec):
     return lambda data_dir, download, train_size, device: custom.load_custom(spec, train_size, device)
 
 
-# Synthetic tick data (PROTOCOL.md section 7): batch 16, 40000 + 20000 iterations, one dataset per
+# Synthetic tick data (docs/protocol.md section 7): batch 16, 40000 + 20000 iterations, one dataset per
 # data seed (data/tick.py), 16 single-feature test sets, 11 points per interpolation path.
 TICK = DatasetRecord("tick", "vector", True, 16, 16, {"pretrain": 40000, "finetune": 20000},
                      {"pretrain": 200, "finetune": 100}, "single_feature", points=11, draw=tick.tick_data,
@@ -60,13 +60,3 @@ def resolve(name):
         return _image(name, _custom_loader(name))
     raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or path/to/file.npz or "
                     f"package.module:function for your own")
-
-
-def check_fits(model, dataset):
-    """The model takes the dataset's inputs (a tick MLP takes vectors, image models images)."""
-    if model.inputs != dataset.inputs:
-        from models import MODELS
-        fits = [n for n, r in MODELS.items() if r.inputs == dataset.inputs]
-        raise UserError(f"model {model.name} takes {model.inputs} inputs but dataset {dataset.name} has "
-                        f"{dataset.inputs}s; models for it: {', '.join(fits)}")
-

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import torch
 
-from utils.args import UserError
+from core.errors import UserError
 
 # A researcher's own data (`load_custom`): the four arrays an .npz or a function must provide, and a
 # cap on the class count that catches labels that are ids rather than class indices (a head this

@@ -1,4 +1,4 @@
-"""Image datasets as whole uint8 tensors on the device, and batched augmentation (DESIGN.md, data flow).
+"""Image datasets as whole uint8 tensors on the device, and batched augmentation.
 
     d = load_images("cifar10", "~/datasets", device="cuda")
     x = normalize(d["x_train"], d["mean"], d["std"])          # (50000, 3, 32, 32) float32, once
@@ -34,7 +34,7 @@ import pickle
 import numpy as np
 import torch
 
-from utils.args import UserError
+from core.errors import UserError
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 # Mean/std over all pixels of the 60000 training images *after* padding to 32x32 (the images the
@@ -213,7 +213,7 @@ def augment_draws(n, pad=4, flip=True, generator=None, device=None):
     return torch.stack([dx, dy, flips.long()]).to(device or dev)
 
 
-RA_OPS = 2  # RandAugment's operations per image (PROTOCOL.md section 3: num_ops 2, magnitude 14)
+RA_OPS = 2  # RandAugment's operations per image (docs/protocol.md section 3: num_ops 2, magnitude 14)
 RA_MAGNITUDE = 14
 DRAW_ROWS = {"none": 0, "crop_flip": 3, "randaugment": 3 + 2 * RA_OPS}  # rows of `epoch_draws`
 

@@ -8,7 +8,7 @@ not depend on which other streams share the population.
 """
 import torch
 
-from utils.seeding import generator
+from core.seeding import generator
 
 EPOCH_BLOCK = 64  # epochs drawn per generator call
 

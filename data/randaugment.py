@@ -8,7 +8,7 @@ Per image, the result is bit for bit what `torchvision.transforms.v2.RandAugment
 magnitude=14)` (num_magnitude_bins=31, interpolation NEAREST, fill None) does to that image when
 its own random draws give the same ops and signs (tests/test_randaugment.py checks it against
 torchvision's own per-image code). Only the random draws differ from torchvision: they come from
-one generator for the whole batch (DESIGN.md: every draw from a CPU generator keyed by
+one generator for the whole batch (every draw from a CPU generator keyed by
 (stage, seed, epoch)), not from the global RNG image by image.
 
 How a batch is applied: for each of the num_ops positions in turn, the images are grouped by what
@@ -47,7 +47,7 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from utils.args import UserError
+from core.errors import UserError
 
 # torchvision's v2 RandAugment._AUGMENTATION_SPACE, in its order (the op index of a draw)
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",

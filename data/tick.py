@@ -1,4 +1,4 @@
-"""Synthetic "tick" data (PROTOCOL.md section 7).
+"""Synthetic "tick" data (docs/protocol.md section 7).
 
 An input is 16 two-dimensional tick features side by side (32 numbers); every feature is drawn
 from the same class-conditional distribution, so each one alone classifies the data perfectly and
@@ -11,13 +11,13 @@ Single-feature test set i: feature i is drawn as usual and the other 15 lie on t
 boundary (x1 ~ U[-2, 2], x2 = |x1| + s, s in {0, -2}), so they carry no class information; a
 model's accuracy on set i measures how much it relies on feature i.
 
-Everything is a function of the data seed alone (utils/seeding.py).
+Everything is a function of the data seed alone (core/seeding.py).
 """
 import math
 
 import torch
 
-from utils.seeding import generator
+from core.seeding import generator
 
 N_FEATURES = 16
 MARGIN = 0.1 * math.sqrt(2)

@@ -21,14 +21,14 @@ from models.convnet import ConvNetSI
 from models.mlp import SIMLP, MLPPopulation
 from models.resnet import ResNet18
 from models.vit import ViTSmall
-from utils.args import UserError
-from utils.seeding import seed_of
+from core.errors import UserError
+from core.seeding import seed_of
 
-# The paper's two recipes (PROTOCOL.md sections 2 and 6); every field is a flag of train.py.
+# The paper's two recipes (docs/protocol.md sections 2 and 6); every field is a flag of train.py.
 SI_RECIPE = {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "augment": "none", "sphere": "on"}
 PRACTICAL_RECIPE = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "augment": "crop_flip",
                     "sphere": "off"}
-# Appendix F's ViT (PROTOCOL.md section 3): Adam, weight decay 1e-4, RandAugment(2, 14) + crop + flip,
+# Appendix F's ViT (docs/protocol.md sections 3 and 4): Adam, weight decay 1e-4, RandAugment(2, 14) + crop + flip,
 # constant LR, no sphere (regimes by the practical rule); batch 512
 VIT_RECIPE = {"optimizer": "adam", "momentum": 0.0, "weight_decay": 1e-4, "augment": "randaugment", "sphere": "off"}
 
@@ -47,13 +47,16 @@ class ModelRecord:
     radius: float = None    # sphere radius when not given: None = the SI weights' norm at initialisation
     batch_size: int = None  # default mini-batch size when the model's recipe has one (else the dataset's)
     bf16: bool = False      # --bf16 auto turns bf16 autocast on for CUDA: measured to keep the accuracy
+    # the random stream that seeds the initial weights (models.build): the SI MLP keeps the stream its
+    # published runs were drawn from
+    init_stream: str = "model_init"
     # constructor arguments that must not come from --model_args (the data decide them)
     reserved: tuple = ("num_classes", "in_channels")
 
 
 MODELS = {r.name: r for r in (
     ModelRecord("mlp_si", SIMLP, True, {"width": 32}, {"width": 32}, SI_RECIPE, inputs="vector",
-                population=MLPPopulation, radius=1.0),
+                population=MLPPopulation, radius=1.0, init_stream="mlp_init"),
     ModelRecord("convnet_si", ConvNetSI, True, {"width": 32}, {"width": 4}, SI_RECIPE),
     ModelRecord("resnet18_si", functools.partial(ResNet18, scale_invariant=True), True, {"width": 32},
                 {"width": 4}, SI_RECIPE),
@@ -104,5 +107,5 @@ def build(model, seed, model_args=None, **kwargs):
     record = resolve(model) if isinstance(model, str) else model
     args = dict(model_args or {}, **kwargs)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed_of("model_init", seed))
+        torch.manual_seed(seed_of(record.init_stream, seed))
         return construct(record, args.pop("num_classes"), args.pop("in_channels"), args)

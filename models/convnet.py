@@ -1,4 +1,4 @@
-"""SI ConvNet of width c (PROTOCOL.md section 3): the paper's small CNN for CIFAR-10 (c = 32) and
+"""SI ConvNet of width c (docs/protocol.md section 3): the paper's small CNN for CIFAR-10 (c = 32) and
 CIFAR-100 (c = 128).
 
   x (N, in, 32, 32)
@@ -28,7 +28,7 @@ def _stage(cin, cout, pool):
 
 
 class ConvNetSI(nn.Sequential):
-    """The SI ConvNet as one nn.Sequential; `scale_invariant` tells utils/sphere.py it may sphere it."""
+    """The SI ConvNet as one nn.Sequential; `scale_invariant` tells engine/sphere.py it may sphere it."""
 
     scale_invariant = True
 

@@ -1,4 +1,4 @@
-"""A researcher's own model class, without editing the repository (DESIGN.md, "Extending it").
+"""A researcher's own model class, without editing the repository.
 
   load_class("my_models.py:WideNet")       a file, relative to the current directory or absolute
   load_class("mypkg.nets:WideNet")         a module on the Python path
@@ -22,7 +22,7 @@ import sys
 import torch
 from torch import nn
 
-from utils.args import UserError
+from core.errors import UserError
 
 _FILE_MODULES = {}  # absolute path -> module: each file is executed once per process
 

@@ -1,4 +1,4 @@
-"""SI MLP of the synthetic example (PROTOCOL.md sections 3 and 7).
+"""SI MLP of the synthetic example (docs/protocol.md sections 3 and 7).
 
 Linear(32->32) -> LN -> ReLU -> Linear(32->32) -> LN -> ReLU -> Linear(32->1), where the LayerNorms
 have no affine parameters (eps 1e-7), the hidden layers no bias and the last layer is fixed: it is
@@ -17,31 +17,39 @@ import math
 import torch
 from torch import nn
 
-from utils.seeding import generator
-from utils.sphere import project_rows_
-
 LN_EPS = 1e-7
 
 
 class SIMLP(nn.Module):
     """One SI MLP for binary labels (one logit). `si_parameters()` are the trainable weights on the
     sphere. Built like every model of the registry: SIMLP(num_classes=2, in_channels=D, **args),
-    where in_channels is the input dimension (32 for the tick data)."""
+    where in_channels is the input dimension (32 for the tick data).
+
+    Initial weights, drawn from the global RNG (models.build seeds it from the model seed): the
+    hidden weights ~ N(0, 1), then jointly scaled to total norm `init_norm` (the unit sphere); the
+    head from nn.Linear's default U(-1/sqrt(width), 1/sqrt(width)), rescaled to norm `head_norm` and
+    frozen. The draws come first, in this order, so that a model seed always gives the same weights."""
 
     scale_invariant = True
 
-    def __init__(self, num_classes=2, in_channels=32, width=32, head_norm=10.0):
+    def __init__(self, num_classes=2, in_channels=32, width=32, head_norm=10.0, init_norm=1.0):
         super().__init__()
         if num_classes != 2:
             raise ValueError(f"SIMLP has one logit, for 2 classes, not {num_classes}")
-        in_dim = in_channels
-        self.fc1 = nn.Linear(in_dim, width, bias=False)
+        w1, w2 = torch.randn(width, in_channels), torch.randn(width, width)
+        bound = 1.0 / math.sqrt(width)
+        w3 = (torch.rand(width) * 2 - 1) * bound
+        scale = init_norm / torch.sqrt(w1.pow(2).sum() + w2.pow(2).sum())
+        self.fc1 = nn.Linear(in_channels, width, bias=False)
         self.ln1 = nn.LayerNorm(width, eps=LN_EPS, elementwise_affine=False)
         self.fc2 = nn.Linear(width, width, bias=False)
         self.ln2 = nn.LayerNorm(width, eps=LN_EPS, elementwise_affine=False)
         self.head = nn.Linear(width, 1, bias=False)
+        with torch.no_grad():
+            self.fc1.weight.copy_(w1 * scale)
+            self.fc2.weight.copy_(w2 * scale)
+            self.head.weight.copy_((w3 * (head_norm / w3.norm())).view(1, -1))
         self.head.weight.requires_grad_(False)
-        self.head_norm = head_norm
 
     def forward(self, x):  # x: (N, in_dim) -> logits (N,)
         h = torch.relu(self.ln1(self.fc1(x)))
@@ -51,17 +59,9 @@ class SIMLP(nn.Module):
     def si_parameters(self):
         return [self.fc1.weight, self.fc2.weight]
 
-    def load_member(self, weights):
-        """Copy one member's weights (dict w1, w2, w3 as produced by `init_member`)."""
-        with torch.no_grad():
-            self.fc1.weight.copy_(weights["w1"])
-            self.fc2.weight.copy_(weights["w2"])
-            self.head.weight.copy_(weights["w3"].view(1, -1))
-        return self
-
 
 # The population's tensors under SIMLP's state_dict keys: the one checkpoint layout of every run
-# holds model.state_dict() keys with a leading member dimension (DESIGN.md).
+# holds model.state_dict() keys with a leading member dimension (docs/schema.md).
 STATE_KEYS = {"w1": "fc1.weight", "w2": "fc2.weight", "w3": "head.weight"}
 
 
@@ -77,19 +77,17 @@ def from_state_dict(state):
             for k, n in STATE_KEYS.items() if n in state}
 
 
-def init_member(seed, in_dim=32, width=32, radius=1.0, head_norm=10.0):
-    """Initial weights of one model, a function of its model seed alone.
+def project_rows_(w1, w2, radius, n1=None, n2=None):
+    """The sphere of a population: rescale each row pair of w1, w2 (C, H*D), (C, H*H) jointly to norm
+    `radius`, in place; row c holds member c's two weight matrices (docs/protocol.md section 2).
 
-    Hidden weights ~ N(0, 1), then jointly scaled to total norm `radius`; the head starts from
-    nn.Linear's default U(-1/sqrt(width), 1/sqrt(width)) and is rescaled to norm `head_norm`.
+    n1, n2: optional (C,) buffers for the norms; no (C, H*D) temporaries either way.
     """
-    g = generator("mlp_init", seed)
-    w1 = torch.randn(width, in_dim, generator=g)
-    w2 = torch.randn(width, width, generator=g)
-    bound = 1.0 / math.sqrt(width)
-    w3 = (torch.rand(width, generator=g) * 2 - 1) * bound
-    scale = radius / torch.sqrt(w1.pow(2).sum() + w2.pow(2).sum())
-    return {"w1": w1 * scale, "w2": w2 * scale, "w3": w3 * (head_norm / w3.norm())}
+    n1 = torch.linalg.vector_norm(w1, dim=1, out=n1)
+    n2 = torch.linalg.vector_norm(w2, dim=1, out=n2)
+    scale = torch.hypot(n1, n2, out=n1).reciprocal_().mul_(radius).unsqueeze(1)  # (C, 1)
+    w1.mul_(scale)
+    w2.mul_(scale)
 
 
 aten = torch.ops.aten
@@ -128,7 +126,7 @@ def _ln_relu_backward_(dh, h, z, mean, rstd):
 # 1024 -> -15%; no chunking at all (the full 100+ MB activations) -> -50%.
 CPU_CHUNK = 512
 
-# Steps per `sgd_steps` call in training (utils/population.py): each chunk's weights (4 MB at 512
+# Steps per `sgd_steps` call in training (engine/population.py): each chunk's weights (4 MB at 512
 # members) come from memory once per block instead of once per step, since a population's weights
 # (100 MB at 12650 members) do not fit in the cache. A SIGTERM is honoured between blocks, which at
 # 50 steps of 12650 members on one core is a few seconds.
@@ -161,9 +159,10 @@ class MLPPopulation:
         self._buffers = {}  # work tensors of the step and the forward, by (members, samples, device, dtype)
 
     @classmethod
-    def from_members(cls, members, groups):
-        """members: list of dicts w1, w2, w3 (as from `init_member`), group-major order."""
-        return cls(*(torch.stack([m[k] for m in members]) for k in ("w1", "w2", "w3")), groups)
+    def from_state_dict(cls, state, groups):
+        """A population holding a stacked SIMLP state_dict's weights (group-major members)."""
+        w = from_state_dict(state)
+        return cls(w["w1"], w["w2"], w["w3"], groups)
 
     def state(self):
         """Member-major weights: w1 (M, H, D), w2 (M, H, H), w3 (M, H)."""

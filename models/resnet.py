@@ -1,4 +1,4 @@
-"""Pre-activation ResNet-18 of width k for 32x32 images (PROTOCOL.md sections 3 and 6), SI or practical.
+"""Pre-activation ResNet-18 of width k for 32x32 images (docs/protocol.md sections 3 and 6), SI or practical.
 
   x (N, in, 32, 32) -> stem conv3x3 in->k (no BN before it)       (N, k, 32, 32)
   4 stages x 2 blocks, widths k, 2k, 4k, 8k, first-block strides 1, 2, 2, 2

@@ -1,4 +1,4 @@
-"""ViT-Small of appendix F (PROTOCOL.md section 3), as the authors trained it: lucidrains' "ViT for small
+"""ViT-Small of appendix F (docs/protocol.md section 3), as the authors trained it: lucidrains' "ViT for small
 datasets" (vit-pytorch's vit_for_small_dataset.py, via kentaroy47/vision-transformers-cifar10) with
 two LayerNorms added to every feed-forward block (the authors' vision_transformer/models/vit_small_si.py).
 

@@ -126,7 +126,7 @@ def practical_sweep(base):
         run("eval_fourier.py", "--run", setup / stage / "pt", *common)
     # an --at_loss the fine-tuning losses cross: halfway between the first two losses of a member whose
     # loss fell (the default 6e-4 is far below what this tiny run reaches)
-    from utils.rundir import RunDir
+    from engine.rundir import RunDir
     rows = [r for r in RunDir(str(setup / "finetune" / "pt")).metrics() if r["split"] == "train"]
     target = None
     for m in sorted({r["member"] for r in rows}):

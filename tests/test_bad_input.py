@@ -10,7 +10,7 @@ import pytest
 from conftest import run
 from test_images_data import write_cifar
 from test_own_model import MODELS_PY, write_npz
-from utils import checkpoint
+from engine import checkpoint
 
 
 def tree_digest(root):
@@ -55,7 +55,11 @@ def world(tmp_path_factory):
     np.savez(w / "labels_2d.npz", **dict(good, y_train=good["y_train"][:, None]))
     (w / "empty").mkdir()
     (w / "synthetic").mkdir()
-    (w / "synthetic" / "sweep.txt").write_text("synthetic smoke parts d0 d1\n")  # a sweep started with --jobs 2
+    (w / "synthetic" / "sweep.txt").write_text(  # the smoke sweep started with --jobs 2
+        "setup=synthetic\npreset=smoke\nmodel=mlp_si\nmodel_args=\ndataset=tick\nplrs=1e-3 1e-2 0.3\n"
+        "flrs=1e-4 3e-3\nseeds=0\ndata_seeds=0 1\npretrain=\nfinetune=\nrecipe=\nruns=d0 d1\n")
+    (w / "old" / "synthetic").mkdir(parents=True)
+    (w / "old" / "synthetic" / "sweep.txt").write_text("synthetic smoke parts d0 d1\n")  # an earlier version's
     return w
 
 
@@ -69,8 +73,19 @@ CASES = {
                              "bash", "run_all.sh", "--fast"),
     "run_all bad jobs": ("--jobs needs a positive integer",
                          "bash", "run_all.sh", "--jobs", "0", "--out", "{w}/sweep"),
-    "run_all other split": ("{w}/synthetic holds another sweep (synthetic smoke parts d0 d1",
+    "run_all other split": ("{w}/synthetic holds another sweep: its runs are d0 d1 there, d0-1 here (--jobs splits",
                             "bash", "run_all.sh", "--preset", "smoke", "--jobs", "1", "--out", "{w}"),
+    "run_all other grid": ('{w}/synthetic holds another sweep: --plrs "1e-3 1e-2 0.3" there, "1e-3 1e-2" here;',
+                           "bash", "run_all.sh", "--preset", "smoke", "--jobs", "2", "--plrs", "1e-3 1e-2", "--out", "{w}"),
+    "run_all earlier sweep": ("{w}/old/synthetic holds another sweep: a sweep of an earlier version (synthetic smoke",
+                              "bash", "run_all.sh", "--preset", "smoke", "--out", "{w}/old"),
+    "run_all negative plr": ("--plrs '-0.1': learning rates must be finite numbers > 0",
+                             "bash", "run_all.sh", "--plrs", "1e-3 -0.1", "--out", "{w}/sweep"),
+    "run_all bad optimizer": ("--optimizer needs sgd, adam or adamw",
+                              "bash", "run_all.sh", "--optimizer", "lion", "--out", "{w}/sweep"),
+    "run_all recipe the model cannot train": ("--optimizer adam: the fused population backend trains plain projected SGD",
+                                              "bash", "run_all.sh", "--preset", "smoke", "--optimizer", "adam",
+                                              "--out", "{w}/recipe"),
     "run_all unwritable out": ("cannot write to /proc/no/such/synthetic",
                                "bash", "run_all.sh", "--preset", "smoke", "--out", "/proc/no/such"),
     "nan lr": ("--lr nan: learning rates must be finite and > 0",
@@ -89,7 +104,7 @@ CASES = {
                       "train.py", "--smoke", "--lr", "1e-3", "--model", "vgg", "--out", "{w}/new"),
     "unknown dataset": ("unknown dataset 'mnist3d'",
                         "train.py", "--smoke", "--lr", "1e-3", "--dataset", "mnist3d", "--out", "{w}/new"),
-    "out holds another run": ("{w}/pt holds a different run (pretrain; differs in lr)",
+    "out holds another run": ("{w}/pt holds a different run (pretrain; --lr 0.001 0.01 there, 0.005 here)",
                               "train.py", "--smoke", "--lr", "5e-3", "--out", "{w}/pt"),
     "unwritable out": ("cannot write to /proc/lrl_no_such/run",
                        # root ignores chmod; /proc is unwritable

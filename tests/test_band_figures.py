@@ -8,10 +8,10 @@ import torch
 from conftest import run
 from test_images_data import write_cifar
 
-import report
+from analysis import sweep as report
 from data import images
-from utils.figures import _first_partition, band_images_figure, draw_all
-from utils.fourier import parse_bands
+from analysis.figures import _first_partition, band_images_figure, draw_all
+from analysis.fourier import parse_bands
 
 FMNIST = pytest.mark.skipif(not (images.FMNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
                             reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")

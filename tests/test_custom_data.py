@@ -13,7 +13,7 @@ import torch
 import data.custom as custom
 from data.images import load_images
 from test_images_data import write_cifar
-from utils.args import UserError
+from core.errors import UserError
 
 def custom_arrays(seed=0, n_train=5, n_test=3, size=(20, 24), channels=3):
     """Tiny arrays in torchvision's dataset.data layout: (N, H, W, C) uint8, or (N, H, W) if channels

@@ -1,4 +1,4 @@
-"""A researcher's own model (models/custom.py) and the projected optimizers (utils/sphere.py).
+"""A researcher's own model (models/custom.py) and the projected optimizers (engine/sphere.py).
 
 Resolver, model arguments and construction fail with one line naming what is wrong; the
 scale-invariance check passes the built-in SI models and names the parameter that breaks a broken
@@ -18,8 +18,8 @@ from models.convnet import ConvNetSI
 from models.custom import SI_TOL, check_scale_invariant, construct, load_class, parse_model_args
 from models.mlp import SIMLP
 from models.resnet import ResNet18
-from utils.args import UserError
-from utils.sphere import (ProjectedAdam, ProjectedAdamW, ProjectedSGD, make_optimizer, project_, si_norm,
+from core.errors import UserError
+from engine.sphere import (ProjectedAdam, ProjectedAdamW, ProjectedSGD, make_optimizer, project_, si_norm,
                           si_parameters)
 
 MODEL_FILE = """

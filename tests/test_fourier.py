@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from utils.args import UserError
-from utils.fourier import (band_filter, band_images, band_index, band_test_sets, default_bands, display_scale,
+from core.errors import UserError
+from analysis.fourier import (band_filter, band_images, band_index, band_test_sets, default_bands, display_scale,
                            log_spectrum, masked_log_spectrum, mid_high_boundary, parse_band_splits, parse_bands,
                            split_groups)
 

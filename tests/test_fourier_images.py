@@ -1,4 +1,4 @@
-"""eval_fourier.py on image runs (PROTOCOL.md section 5, frequency bands), with known answers.
+"""eval_fourier.py on image runs (docs/protocol.md section 5, frequency bands), with known answers.
 
 The model of the colour sweep (conftest.py: colour_sweep; tests/colour_images.py) sees only each
 image's mean colour, and the class of an image is its background colour. So:
@@ -20,10 +20,10 @@ import torch
 from colour_images import BLACK, GREY, TEXTURE
 from conftest import run
 from models import build
-from utils import checkpoint
-from utils.fourier import band_test_sets, parse_bands
+from engine import checkpoint
+from analysis.fourier import band_test_sets, parse_bands
 from test_images_data import write_cifar
-from utils import module_backend
+from engine import module as module_backend
 
 DEFAULT = ["0", "1-8", "9-24", "25-32"]
 

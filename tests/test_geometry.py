@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from utils.geometry import angle, at_loss, barrier, flat_si, interpolate
+from analysis.geometry import at_loss, barrier
+from engine.sphere import angle, flat_si, interpolate
 
 
 def _weights(seed, shapes=((4, 3, 3, 3), (8, 4, 3, 3), (10, 8))):

@@ -13,7 +13,7 @@ from torch.optim.swa_utils import update_bn
 
 from models.convnet import ConvNetSI
 from models.resnet import Pointwise, ResNet18
-from utils.sphere import project_, recompute_bn_stats, si_norm, si_parameters
+from engine.sphere import project_, recompute_bn_stats, si_norm, si_parameters
 
 # (constructor, width, input channels, classes)
 SI_CASES = [(ConvNetSI, 4, 3, 10), (ConvNetSI, 8, 1, 100), (ResNet18, 4, 3, 10), (ResNet18, 8, 1, 100)]

@@ -11,13 +11,13 @@ import torch
 from conftest import interrupt_at, run
 from test_images_data import write_cifar
 from models import build
-from utils import checkpoint
+from engine import checkpoint
 from data.images import epoch_draws
 from models import MODELS
-from utils.image_stage import bn_batches, optimizer, read_data as load_data
-from utils.image_step import TrainStep, epoch_generator, speed_setup, speed_switches, train_epoch, use_bf16
-from utils.rundir import RunDir
-from utils.sphere import make_optimizer, project_, recompute_bn_stats, si_norm, si_parameters
+from engine.module import bn_batches, optimizer, read_data as load_data
+from engine.step import TrainStep, epoch_generator, speed_setup, speed_switches, train_epoch, use_bf16
+from engine.rundir import RunDir
+from engine.sphere import make_optimizer, project_, recompute_bn_stats, si_norm, si_parameters
 
 # 5 x 24 training and 40 test images: enough for batches of 32 and a partial last batch (8)
 SIZES = {**{f"data_batch_{i}": 24 for i in range(1, 6)}, "test_batch": 40}
@@ -36,7 +36,7 @@ def tiny(model, data_dir, out, *extra):
 
 
 # Bitwise comparisons between processes run on the CPU: on CUDA, cuDNN's deterministic algorithms
-# are asked for (utils/args.py) but equality across processes has not been established there.
+# are asked for (engine/args.py) but equality across processes has not been established there.
 CPU = ("--device", "cpu")
 
 
@@ -101,8 +101,8 @@ def test_swa_is_the_mean_of_the_window_with_recomputed_bn(cifar, tmp_path):
     tiny("convnet_si", cifar, tmp_path / "short", *common, "--epochs", "1")
     run("swa.py", "--from", tmp_path / "short", "--n_models", "3", "--keep_window", "--threads", "1", *CPU,
         "--out", tmp_path / "swa")
-    long = [states(RunDir(str(tmp_path / "long")).epoch_ckpt(e))[0] for e in (1, 2, 3)]
-    window = [states(RunDir(str(tmp_path / "swa")).epoch_ckpt(e))[0] for e in (1, 2)]
+    long = [states(RunDir(str(tmp_path / "long")).kept_ckpt("epoch", e))[0] for e in (1, 2, 3)]
+    window = [states(RunDir(str(tmp_path / "swa")).kept_ckpt("epoch", e))[0] for e in (1, 2)]
     for a, b in zip(long[1:], window):  # continuing = pre-training longer, bit for bit on CPU
         assert all(torch.equal(a[k], b[k]) for k in a)
     swa = states(tmp_path / "swa" / "checkpoints" / "final.pt")[0]
@@ -135,7 +135,7 @@ def test_swa_of_strided_kept_checkpoints_is_their_mean(cifar, tmp_path):
          "3", *CPU)
     run("swa.py", "--from", tmp_path / "pt", "--n_models", "3", "--stride", "2", "--threads", "1", *CPU,
         "--out", tmp_path / "swa")
-    kept = [states(RunDir(str(tmp_path / "pt")).epoch_ckpt(e))[0] for e in (1, 3)]
+    kept = [states(RunDir(str(tmp_path / "pt")).kept_ckpt("epoch", e))[0] for e in (1, 3)]
     kept.append(states(tmp_path / "pt" / "checkpoints" / "final.pt")[0])
     swa = states(tmp_path / "swa" / "checkpoints" / "final.pt")[0]
     names = [n for n, p in build("convnet_si", 4, width=4, num_classes=10, in_channels=3).named_parameters()]

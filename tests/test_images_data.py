@@ -9,7 +9,7 @@ import torch
 
 import data.images as images
 from data.images import augment, batches, crop_flip, load_images, normalize
-from utils.args import UserError
+from core.errors import UserError
 
 # name -> (folder, {file: images in it}, label key, classes): torchvision's layout, tiny
 TINY = {"cifar10": ("cifar-10-batches-py",

@@ -9,10 +9,11 @@ import pytest
 
 from conftest import ROOT, run
 from test_images_data import write_cifar
-from utils.rundir import RunDir
+from engine.rundir import RunDir
 
 sys.path.insert(0, str(ROOT / "bench"))
-from lr_pick import METHODS, key, scan_pick, set_flag  # noqa: E402
+from analysis.sweep import key, scan_pick  # noqa: E402
+from lr_pick import METHODS, set_flag  # noqa: E402
 
 SIZES = {**{f"data_batch_{i}": 24 for i in range(1, 6)}, "test_batch": 40}
 

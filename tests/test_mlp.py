@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import models.mlp as mlp
-from models.mlp import LN_EPS, MLPPopulation, SIMLP, init_member
+from core.seeding import generator
+from models import build
+from models.mlp import LN_EPS, MLPPopulation
 
 CHUNKS = [None, 5]  # default (one chunk here), and chunks that straddle groups
 
@@ -25,19 +27,39 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+def init_member(seed, radius=1.0):
+    """Model seed `seed`'s initial weights as models.build draws them: {w1 (32, 32), w2, w3 (32,)}."""
+    state = build("mlp_si", seed, num_classes=2, in_channels=32, init_norm=radius).state_dict()
+    return {k: v[0] for k, v in mlp.from_state_dict({k: v[None] for k, v in state.items()}).items()}
+
+
+def net_of(w):
+    """An SIMLP holding the weights w (dict w1, w2, w3)."""
+    net = build("mlp_si", 0, num_classes=2, in_channels=32)
+    with torch.no_grad():
+        net.fc1.weight.copy_(w["w1"])
+        net.fc2.weight.copy_(w["w2"])
+        net.head.weight.copy_(w["w3"].view(1, -1))
+    return net
+
+
+def from_members(mem, P):
+    return MLPPopulation(*(torch.stack([m[k] for m in mem]) for k in ("w1", "w2", "w3")), P)
+
+
 def members(P, G, seed0=0):
     return [init_member(seed0 + m // G) for m in range(P * G)]  # all LRs of a group share the init
 
 
 def population(mem, P, chunk=None):
-    pop = MLPPopulation.from_members(mem, P)
+    pop = from_members(mem, P)
     pop.chunk = chunk
     return pop
 
 
 def reference_step(weights, x, y, lr, radius):
     """One autograd SGD step on one SIMLP, then the joint projection onto the sphere."""
-    net = SIMLP().load_member(weights)
+    net = net_of(weights)
     F.binary_cross_entropy_with_logits(net(x), y).backward()
     with torch.no_grad():
         for w in net.si_parameters():
@@ -75,9 +97,9 @@ def test_population_logits_equal_module():
     P, G = 2, 3
     mem = [init_member(s) for s in range(P * G)]
     x, _ = batch(P, B=40)
-    logits = MLPPopulation.from_members(mem, P).logits(x)  # (P, G, N)
+    logits = from_members(mem, P).logits(x)  # (P, G, N)
     for m in range(P * G):
-        torch.testing.assert_close(logits[m // G, m % G], SIMLP().load_member(mem[m])(x[m // G]),
+        torch.testing.assert_close(logits[m // G, m % G], net_of(mem[m])(x[m // G]),
                                    atol=1e-5, rtol=1e-5)
 
 
@@ -92,17 +114,17 @@ def test_scale_invariance(c, monkeypatch):
     """
     w = init_member(7)
     x, _ = batch(1, B=64)
-    ref = SIMLP().load_member(w)(x[0])
+    ref = net_of(w)(x[0])
     tol = dict(rtol=1e-4, atol=1e-4 * ref.abs().max().item())  # relative to the logits' scale (~10)
     scaled = dict(w, w1=w["w1"] * c, w2=w["w2"] * c)
     eps = LN_EPS if c >= 1 else LN_EPS * c ** 2
-    net = SIMLP().load_member(scaled)
+    net = net_of(scaled)
     net.ln1.eps = net.ln2.eps = eps
     torch.testing.assert_close(net(x[0]), ref, **tol)
     monkeypatch.setattr(mlp, "LN_EPS", eps)  # what the population's forward reads
-    torch.testing.assert_close(MLPPopulation.from_members([scaled], 1).logits(x)[0, 0], ref, **tol)
+    torch.testing.assert_close(from_members([scaled], 1).logits(x)[0, 0], ref, **tol)
     # the head is not scale-invariant: scaling it scales the logits (so the checks above can fail)
-    assert not torch.allclose(SIMLP().load_member(dict(w, w3=w["w3"] * 2))(x[0]), ref)
+    assert not torch.allclose(net_of(dict(w, w3=w["w3"] * 2))(x[0]), ref)
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
@@ -116,6 +138,22 @@ def test_weights_stay_on_the_sphere_after_every_step(radius, chunk):
         x, y = batch(P, seed=step)
         pop.sgd_step(x, y, lr, radius)
         assert (pop.weight_norm() - radius).abs().max() < 1e-5 * radius
+
+
+def test_init_is_the_published_runs_draw():
+    """models.build draws the SI MLP's initial weights exactly as the synthetic runs published in
+    docs/results.md were drawn: a generator keyed ("mlp_init", seed), N(0, 1) hidden weights scaled
+    jointly to norm 1, the head U(-1/sqrt(32), 1/sqrt(32)) rescaled to norm 10; bit for bit."""
+    for seed in (0, 3, 41):
+        g = generator("mlp_init", seed)
+        w1, w2 = torch.randn(32, 32, generator=g), torch.randn(32, 32, generator=g)
+        w3 = (torch.rand(32, generator=g) * 2 - 1) * (1.0 / 32 ** 0.5)
+        scale = 1.0 / torch.sqrt(w1.pow(2).sum() + w2.pow(2).sum())
+        got = init_member(seed)
+        assert torch.equal(got["w1"], w1 * scale) and torch.equal(got["w2"], w2 * scale)
+        assert torch.equal(got["w3"], w3 * (10.0 / w3.norm()))
+    net = build("mlp_si", 0, num_classes=2, in_channels=32)
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == ["fc1.weight", "fc2.weight"]
 
 
 def test_init_is_deterministic_and_normalised():
@@ -136,7 +174,7 @@ def test_member_trained_in_population_equals_member_trained_alone(chunk):
     lr = torch.logspace(-3, -1.5, P * G)
     pop = population(mem, P, chunk)
     target = 6  # group 1, member 2 (with chunk 5: in the chunk of members 5..9, which spans groups 1, 2)
-    alone = MLPPopulation.from_members([mem[target]], 1)
+    alone = from_members([mem[target]], 1)
     p = target // G
     for step in range(steps):
         x, y = batch(P, seed=step)
@@ -162,12 +200,3 @@ def test_block_of_steps_equals_steps_one_by_one(chunk):
     for k in ("w1", "w2"):
         assert torch.equal(block.state()[k], one_by_one.state()[k])
     assert not torch.equal(block.state()["w1"], population(mem, P).state()["w1"])  # it did move
-
-
-def test_training_blocks_end_at_every_snapshot_step():
-    """utils/population.py trains in blocks of sgd_steps; SWA needs the weights of exact steps."""
-    from utils.population import block_ends
-    assert block_ends(0, 130, {37, 99, 130, 200}, 50) == [37, 87, 99, 130]
-    assert block_ends(0, 120, set(), 50) == [50, 100, 120]
-    assert block_ends(40, 100, {37, 40, 60}, 50) == [60, 100]  # marks at or before the start: done
-    assert block_ends(100, 100, {100}, 50) == []

@@ -10,8 +10,8 @@ import torch
 from conftest import run
 from models import build, resolve
 from models.mlp import MLPPopulation, SIMLP, from_state_dict
-from utils import checkpoint
-from utils.rundir import RunDir
+from engine import checkpoint
+from engine.rundir import RunDir
 
 MODELS_PY = textwrap.dedent('''
     import torch
@@ -222,9 +222,9 @@ def test_checkpoint_layout_of_the_population_backend(tmp_path):
     w = from_state_dict(ck["state"])
     pop = MLPPopulation(w["w1"], w["w2"], w["w3"], groups=2)
     torch.testing.assert_close(pop.logits(x)[1, 1], net(x[1]), rtol=1e-5, atol=1e-5)
-    assert sorted(ck["snapshots"]) == [10 * k for k in range(2, 7)] and \
-        set(ck["snapshots"][60]) == set(ck["state"]) and torch.equal(ck["snapshots"][60]["fc1.weight"],
-                                                                     ck["state"]["fc1.weight"])
+    assert ck["kept"] == [10 * k for k in range(2, 7)]
+    last = checkpoint.load(RunDir(str(tmp_path / "pop")).kept_ckpt("step", 60))["state"]
+    assert set(last) == set(ck["state"]) and torch.equal(last["fc1.weight"], ck["state"]["fc1.weight"])
 
 
 def test_checkpoint_layout_of_the_module_backend(own, tmp_path):

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import ROOT, interrupt_at, run
-from utils import checkpoint
-from utils.rundir import RunDir
+from engine import checkpoint
+from engine.rundir import RunDir
 
 
 def final_state(path):
@@ -51,10 +51,13 @@ def test_smoke_chain_end_to_end(smoke_sweep, tmp_path):
     assert {"member", "step", "split", "loss", "acc", "weight_norm"} <= set(rows[0])
     assert all(abs(r["weight_norm"] - 1) < 1e-5 for r in rows)
     assert {r["step"] for r in rows} == {0, 50, 100, 150, 200}
-    # SWA's members and weights: the mean of the parent's last 5 snapshots
-    parent = checkpoint.load(str(setup / "pretrain" / "d0" / "checkpoints" / "final.pt"))
+    # SWA's members and weights: the mean of the parent's last 5 snapshots (its kept steps)
+    pt = RunDir(str(setup / "pretrain" / "d0"))
+    parent = checkpoint.load(pt.final_ckpt)
     swa = final_state(setup / "swa" / "d0")
-    snaps = [parent["snapshots"][s] for s in sorted(parent["snapshots"])[-5:]]
+    assert parent["kept"] == [160, 170, 180, 190, 200]
+    snaps = [checkpoint.load(pt.kept_ckpt("step", s))["state"] for s in parent["kept"]]
+    assert torch.equal(snaps[-1]["fc1.weight"], parent["state"]["fc1.weight"])  # the last is the final step
     torch.testing.assert_close(swa["fc1.weight"], torch.stack([s["fc1.weight"] for s in snaps]).mean(0))
     assert torch.equal(swa["head.weight"], parent["state"]["head.weight"])  # the fixed head, as it is
     # a second run of the same sweep does nothing and changes nothing
@@ -139,10 +142,12 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, sig):
     ref, cut = final_state(tmp_path / "ref"), final_state(tmp_path / "cut")
     assert all(torch.equal(ref[k], cut[k]) for k in ref)
     assert RunDir(str(tmp_path / "ref")).metrics() == RunDir(str(tmp_path / "cut")).metrics()
-    ref_snaps = checkpoint.load(str(tmp_path / "ref" / "checkpoints" / "final.pt"))["snapshots"]
-    cut_snaps = checkpoint.load(str(tmp_path / "cut" / "checkpoints" / "final.pt"))["snapshots"]
-    assert sorted(ref_snaps) == sorted(cut_snaps)
-    assert all(torch.equal(ref_snaps[s]["fc2.weight"], cut_snaps[s]["fc2.weight"]) for s in ref_snaps)
+    ref_rd, cut_rd = RunDir(str(tmp_path / "ref")), RunDir(str(tmp_path / "cut"))
+    kept = checkpoint.load(ref_rd.final_ckpt)["kept"]
+    assert kept == checkpoint.load(cut_rd.final_ckpt)["kept"] and kept
+    for s in kept:  # the SWA snapshots, kept before or after the interruption alike
+        a, b = (checkpoint.load(rd.kept_ckpt("step", s))["state"] for rd in (ref_rd, cut_rd))
+        assert torch.equal(a["fc2.weight"], b["fc2.weight"])
 
 
 def test_corrupt_last_checkpoint_falls_back_to_previous(tmp_path):
@@ -155,7 +160,7 @@ def test_corrupt_last_checkpoint_falls_back_to_previous(tmp_path):
 
 
 def _lock_holder(run_dir):
-    """The pid written into the run's .lock by the process that holds it (utils/rundir.py writes
+    """The pid written into the run's .lock by the process that holds it (engine/rundir.py writes
     "host pid" right after taking the lock), or None."""
     words = (run_dir / ".lock").read_text().split() if (run_dir / ".lock").exists() else []
     return int(words[-1]) if words else None

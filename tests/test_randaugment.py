@@ -5,7 +5,7 @@ import torch
 from torchvision.transforms import v2
 
 from data.randaugment import OPS, SIGNED, magnitude_table, randaugment, randaugment_draws
-from utils.args import UserError
+from core.errors import UserError
 
 
 def images(n, c, h, w, seed=0):

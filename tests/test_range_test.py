@@ -17,7 +17,7 @@ from torch_lr_finder import LRFinder  # noqa: E402
 from conftest import ROOT, run  # noqa: E402
 from models import build  # noqa: E402
 from test_images_data import write_cifar  # noqa: E402
-from utils.sphere import ProjectedSGD, si_norm  # noqa: E402
+from engine.sphere import ProjectedSGD, si_norm  # noqa: E402
 
 spec = importlib.util.spec_from_file_location("range_test", ROOT / "bench" / "range_test.py")
 rt = importlib.util.module_from_spec(spec)
@@ -76,7 +76,7 @@ def test_torch_lr_finder_rule(capsys):
     assert tlf_suggest(TLF_LRS, early) == tlf_suggest(TLF_LRS, late) == TLF_LRS[40]
     # ... but a spike just after them fools it (Lightning #1767 for the same rule): the fall after it
     assert tlf_suggest(TLF_LRS, step_curve(spike=12)) == TLF_LRS[13]
-    # not in PROTOCOL.md: a NaN loss (a diverged step the 5x rule missed) is not dropped; np.argmin
+    # not in the libraries' documentation: a NaN loss (a diverged step the 5x rule missed) is not dropped; np.argmin
     # returns the first NaN of the gradient, i.e. the LR just before the NaN
     assert tlf_suggest(TLF_LRS, step_curve(nan=60)) == TLF_LRS[59]
     # too few points (< skip_start + skip_end + 2 = 17): the library raises, range_test says None
@@ -87,7 +87,7 @@ def test_torch_lr_finder_rule(capsys):
 
 def test_lightning_rule():
     """argmin of torch.gradient(loss, spacing=lr), i.e. d loss / d lr at the LR values (not over the
-    index as PROTOCOL.md section 9 reads), of loss[10:-1], non-finite losses dropped first."""
+    index as docs/protocol.md section 9 reads), of loss[10:-1], non-finite losses dropped first."""
     # one drop between 40 and 41: with h = lr[41] - lr[40] and ratio q between LRs, the non-uniform
     # central difference is -1 / (h (1 + q)) at 40 and -q / (h (1 + q)) at 41: the later point
     assert pl_suggest(PL_LRS, step_curve()) == PL_LRS[41]

@@ -1,10 +1,10 @@
-"""Regime labelling on constructed sweeps with known answers (utils/regimes.py)."""
+"""Regime labelling on constructed sweeps with known answers (analysis/regimes.py)."""
 import math
 
 import numpy as np
 import pytest
 
-from utils.regimes import (DIV_TOL, LOSS_TOL, QUALITY_TOL, RULE, label_regimes, recommended_range, rule_text, segment,
+from analysis.regimes import (DIV_TOL, LOSS_TOL, QUALITY_TOL, RULE, label_regimes, recommended_range, rule_text, segment,
                            still_decreasing)
 
 # 12 PLRs: regime 1 = first 4, regime 2 = next 5, regime 3 = last 3
@@ -222,7 +222,7 @@ def test_practical_boundary_at_best_pretrain_accuracy():
 
 
 def test_synthetic_grid_brackets():
-    """Numbers shaped like the synthetic sweep of PROTOCOL.md section 7 give its boundaries."""
+    """Numbers shaped like the synthetic sweep of docs/protocol.md section 7 give its boundaries."""
     plrs = list(np.logspace(-4.5, -2.25, 10)[:-1]) + list(np.logspace(-2.25, -1.25, 9)[:-1]) \
         + list(np.logspace(-1.25, 0, 6))
     assert len(plrs) == 23

@@ -1,5 +1,5 @@
 """run_all.sh --dry_run for every setup it lists and every preset: the stages, where each run goes,
-the dataset and model of each setup, the paper's PLR grids (PROTOCOL.md sections 3, 4, 7) and the
+the dataset and model of each setup, the paper's PLR grids (docs/protocol.md sections 3, 4, 7) and the
 scan preset's length (a fifth of the paper preset's pre-training)."""
 import functools
 import math
@@ -37,7 +37,7 @@ PAPER_PLRS = {"synthetic": SYNTHETIC_PLRS, "resnet18_si_cifar10": RESNET18_SI_C1
               "vit_cifar10": VIT_PLRS, "vit_fmnist": VIT_PLRS}
 PAPER_FLRS = {"synthetic": SYNTHETIC_PLRS[:11], "resnet18_si_cifar10": [1e-5, 3e-5, 5e-5, 7e-5, 1e-4, 1.4e-4, 2e-4,
                                                                         2.5e-4, 3e-4]}
-# the authors' boundaries 1|2, 2A|2B, 2|3 (PROTOCOL.md section 4), drawn next to the detected ones
+# the authors' boundaries 1|2, 2A|2B, 2|3 (docs/protocol.md section 4), drawn next to the detected ones
 PAPER_BOUNDARIES = {"synthetic": [7.5e-3, 1.78e-2, 5.6e-2], "resnet18_si_cifar10": [3e-4, 1.4e-3, 2e-2],
                     "convnet_si_cifar10": [5e-4, 2e-3, 2e-2], "convnet_si_cifar100": [2e-4, 2e-3, 0.1],
                     "resnet18_si_cifar100": [1e-4, 2e-3, 0.1], "resnet18_cifar10": [2e-3, 0.1, None],

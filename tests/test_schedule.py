@@ -13,9 +13,9 @@ import torch
 
 from conftest import ROOT, interrupt_at, run
 from test_images_data import write_cifar
-from utils import checkpoint
-from utils.image_step import schedule_factor
-from utils.rundir import RunDir
+from engine import checkpoint
+from engine.step import schedule_factor
+from engine.rundir import RunDir
 
 # 5 x 24 = 120 training images, 40 test images
 SIZES = {**{f"data_batch_{i}": 24 for i in range(1, 6)}, "test_batch": 40}
@@ -47,7 +47,7 @@ def test_schedule_factor():
 # train.py with TrainStep._body wrapped: it records the LR of the optimizer right before each step
 RECORD = """
 import json, runpy, sys
-import utils.image_step as s
+import engine.step as s
 lrs, body = [], s.TrainStep._body
 def _body(self, n):
     lrs.append(self.opt.param_groups[0]["lr"])
@@ -155,10 +155,13 @@ def test_finetune_inherits_cosine_swa_keeps_constant(cifar, tmp_path):
 def test_population_cosine_steps_and_rows(tmp_path):
     """The fused backend: a (K, M) LR per step inside one block is K single steps at those LRs, bit for
     bit, and a cosine run's rows carry lr_now = lr0 x the factor of its last step."""
-    from models.mlp import MLPPopulation, init_member
+    from engine.checkpoint import stack as stack_states
+    from models import build
+    from models.mlp import MLPPopulation, from_state_dict
     torch.manual_seed(0)
-    w = [init_member(s, width=8) for s in (0, 1)]
-    stack = lambda: [torch.stack([m[k] for m in w]) for k in ("w1", "w2", "w3")]  # noqa: E731
+    w = from_state_dict(stack_states([build("mlp_si", s, dict(num_classes=2, in_channels=32, width=8)).state_dict()
+                                      for s in (0, 1)]))
+    stack = lambda: [w[k] for k in ("w1", "w2", "w3")]  # noqa: E731
     x, y = torch.randn(2, 6, 4, 32), (torch.rand(2, 6, 4) > 0.5).float()
     lrs = torch.tensor([[0.3, 0.01]]) * torch.tensor([1.0, 0.8, 0.5, 0.2, 0.05, 0.01]).view(6, 1)  # (K, M)
     block, steps = MLPPopulation(*stack(), groups=2), MLPPopulation(*stack(), groups=2)

@@ -1,4 +1,4 @@
-"""The seed derivation, pinned: fixed values of every random stream (utils/seeding.py) and of what is
+"""The seed derivation, pinned: fixed values of every random stream (core/seeding.py) and of what is
 drawn from it (the synthetic data, the mini-batch order, the models' initial weights, the image
 stages' batch order and augmentation, the BN-recomputation shuffle).
 
@@ -15,10 +15,10 @@ from data.images import epoch_draws
 from data.loader import batch_indices
 from data.tick import single_feature_sets, tick_data
 from models import build
-from models.mlp import init_member
-from utils.image_stage import bn_batches
-from utils.image_step import epoch_generator
-from utils.seeding import generator, seed_of
+from models.mlp import from_state_dict
+from engine.module import bn_batches
+from engine.step import epoch_generator
+from core.seeding import generator, seed_of
 
 
 def test_stream_seeds():
@@ -52,7 +52,8 @@ def test_tick_data():
 
 
 def test_initial_weights():
-    w = init_member(0)
+    state = build("mlp_si", 0, dict(num_classes=2, in_channels=32)).state_dict()
+    w = {k: v[0] for k, v in from_state_dict({k: v[None] for k, v in state.items()}).items()}
     assert w["w1"][0, :3].tolist() == pytest.approx(
         [-0.015424518845975399, 0.01803884096443653, 0.01768544316291809], rel=1e-6)
     assert w["w3"][:3].tolist() == pytest.approx([1.6613630056381226, 1.9071635007858276, -1.236405849456787], rel=1e-6)

@@ -1,4 +1,4 @@
-"""summary.json against the schema of DESIGN.md ("summary.json"), on the synthetic smoke sweep that
+"""summary.json against the schema of docs/schema.md, on the synthetic smoke sweep that
 tests/test_pipeline.py runs too (conftest.py: smoke_sweep): every key and type the schema names, and
 its numbers against the run directories they are aggregated from (means over seeds, %.3g FLR keys)."""
 import json
@@ -8,7 +8,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from utils.rundir import RunDir, read_jsonl
+from core.io import read_jsonl
+from engine.rundir import RunDir
 
 SMOKE_PLRS, SMOKE_FLRS = [1e-3, 1e-2, 0.3], [1e-4, 3e-3]  # run_all.sh's synthetic smoke preset
 REGIMES = {"1", "2A", "2B", "2", "3"}

@@ -13,7 +13,7 @@ from torch import nn
 
 from models.custom import construct
 from models.vit import ViTSmall
-from utils.args import UserError
+from core.errors import UserError
 
 SMALL = dict(dim=32, depth=2, heads=2, dim_head=16, mlp_dim=32)
 # (in_channels, image_size, classes): CIFAR-like RGB and MNIST-like greyscale

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import run
 from data.images import FMNIST_SYSTEM_DIR
-from utils import checkpoint
-from utils.rundir import RunDir
+from engine import checkpoint
+from engine.rundir import RunDir
 
 pytestmark = pytest.mark.skipif(not (FMNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file(),
                                 reason="needs Debian's dataset-fashion-mnist")

@@ -1,27 +1,33 @@
-"""The sphere of scale-invariant (SI) models (PROTOCOL.md section 2) and BN-statistics recomputation.
+"""The sphere of scale-invariant (SI) models (docs/protocol.md section 2): projections, projected
+optimizers, angles and interpolation between points of the sphere, and BN-statistics recomputation.
 
 An SI model's trainable parameters are exactly its SI weights (convs and hidden linears; the head is
 frozen, BNs have no affine parameters), and they live on ONE sphere: after every step all of them
 are multiplied by a common factor so that their total L2 norm is the radius R. Per-tensor spheres
 would be wrong for residual networks (models/resnet.py).
 
-`project_` does it for an nn.Module (the image models), `project_rows_` for a population of SI MLPs
-stored as stacked tensors (models/mlp.py): projected SGD is a plain SGD step followed by either.
-Neither synchronises with the host, so they run every step on CUDA at no cost.
+`project_` does it for an nn.Module (models/mlp.py's `project_rows_` for a population of SI MLPs
+stored as stacked tensors): projected SGD is a plain SGD step followed by it. It does not
+synchronise with the host, so it runs every step on CUDA at no cost.
 
 `ProjectedSGD`, `ProjectedAdam`, `ProjectedAdamW` do the same as torch.optim Optimizers (the
 parent's step, then the projection of all their trainable parameters), for code that drives an
 optimizer itself; `make_optimizer` builds the one a recipe names.
 
+`angle` and `interpolate` measure and walk the sphere (docs/protocol.md section 5): the angle between
+two solutions, and the points of the chord between them put back on the sphere.
+
 `recompute_bn_stats` is what SWA and linear interpolation need: averaged or interpolated weights
 come with no matching BN running statistics, so they are re-estimated with one pass over data.
+All vector maths of `angle` and `interpolate` is in float64: at R ~ 1 with ~10^7 weights the cosine
+of two nearby solutions is 1 - 1e-8 or closer, which float32 cannot tell from 1.
 """
 import math
 
 import torch
 from torch import nn
 
-from utils.args import UserError
+from core.errors import UserError
 
 
 def si_parameters(model):
@@ -63,19 +69,6 @@ def project_params_(params, radius):
     """
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)).double())
     torch._foreach_mul_(params, (radius / total).to(params[0].dtype))
-
-
-def project_rows_(w1, w2, radius, n1=None, n2=None):
-    """The sphere of a population (models/mlp.py): rescale each row pair of w1, w2 (C, H*D), (C, H*H)
-    jointly to norm `radius`, in place; row c holds member c's two weight matrices.
-
-    n1, n2: optional (C,) buffers for the norms; no (C, H*D) temporaries either way.
-    """
-    n1 = torch.linalg.vector_norm(w1, dim=1, out=n1)
-    n2 = torch.linalg.vector_norm(w2, dim=1, out=n2)
-    scale = torch.hypot(n1, n2, out=n1).reciprocal_().mul_(radius).unsqueeze(1)  # (C, 1)
-    w1.mul_(scale)
-    w2.mul_(scale)
 
 
 @torch.no_grad()
@@ -146,7 +139,7 @@ class _Projected:
 
 class ProjectedSGD(_Projected, torch.optim.SGD):
     """torch.optim.SGD, then all trainable parameters jointly rescaled to total norm `radius` after each step:
-    the projected SGD of PROTOCOL.md section 2 with momentum 0, weight decay 0.
+    the projected SGD of docs/protocol.md section 2 with momentum 0, weight decay 0.
     ProjectedSGD(params, lr, ..., radius=R) takes SGD's arguments plus the keyword `radius`."""
 
 
@@ -190,3 +183,75 @@ def make_optimizer(params, name, lr, momentum=0.0, weight_decay=0.0, radius=None
     elif capturable:
         kwargs["capturable"] = True
     return plain(params, **kwargs) if radius is None else projected(params, radius=radius, **kwargs)
+
+
+# ---------------------------------------------------------------- angles and paths on the sphere
+
+def _tensors(w):
+    """List of tensors of a weight set in its canonical order (dict: sorted by key)."""
+    if isinstance(w, torch.Tensor):
+        return [w]
+    if isinstance(w, dict):
+        return [w[k] for k in sorted(w)]
+    if isinstance(w, (list, tuple)):
+        return list(w)
+    raise TypeError(f"weights must be a tensor, a list/tuple of tensors or a dict of tensors, got {type(w).__name__}")
+
+
+def _check_pair(a, b):
+    """Two weight sets must describe the same parameters: same dict keys, same count and shapes."""
+    if isinstance(a, dict) and isinstance(b, dict) and sorted(a) != sorted(b):
+        raise ValueError(f"weight dicts have different keys: {sorted(set(a) ^ set(b))}")
+    ta, tb = _tensors(a), _tensors(b)
+    if len(ta) != len(tb) or any(x.shape != y.shape for x, y in zip(ta, tb)):
+        raise ValueError(f"weight sets do not match: shapes {[tuple(x.shape) for x in ta]} "
+                         f"vs {[tuple(y.shape) for y in tb]}")
+    return ta, tb
+
+
+def flat_si(weights):
+    """1-D float64 tensor: all tensors of a weight set flattened and concatenated (dict: sorted keys)."""
+    ts = _tensors(weights)
+    if not ts:
+        raise ValueError("flat_si got an empty weight set")
+    return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in ts])
+
+
+def angle(a, b):
+    """Angle in radians (Python float, 0..pi) between two weight sets, arccos of their cosine.
+
+    Each vector is unit-normalised in float64 before the dot product, and the cosine clamped to
+    [-1, 1] so rounding cannot push arccos out of its domain. Scale-free: angle(w, c w) = 0, c > 0.
+    Near 0 (and pi) arccos turns the cosine's 1e-16 rounding into ~1e-16 / theta rad of error, so
+    angles below ~1e-6 rad lose digits; solutions in this study are degrees apart.
+    """
+    _check_pair(a, b)
+    u, v = flat_si(a), flat_si(b)
+    nu, nv = u.norm(), v.norm()
+    if nu == 0 or nv == 0:
+        raise ValueError("angle of a zero weight vector is undefined")
+    cos = torch.dot(u / nu, v / nv).clamp(-1.0, 1.0)
+    return math.acos(float(cos))
+
+
+@torch.no_grad()
+def interpolate(a, b, alpha, radius=None):
+    """(1 - alpha) a + alpha b for two weight sets, rescaled by one common factor to total norm `radius`.
+
+    Returns the container type of `a` (dict with the same keys, list, or one tensor) with each tensor
+    in its original dtype and device; the sum and the norm are taken in float64. radius=None keeps
+    the chord point (no projection). alpha outside [0, 1] extrapolates.
+    """
+    ta, tb = _check_pair(a, b)
+    mix = [(1 - alpha) * x.to(torch.float64) + alpha * y.to(torch.float64) for x, y in zip(ta, tb)]
+    if radius is not None:
+        norm = torch.sqrt(sum((m * m).sum() for m in mix))
+        if norm == 0:
+            raise ValueError(f"interpolate: the point at alpha={alpha} is zero and cannot be put on the sphere")
+        mix = [m * (radius / norm) for m in mix]
+    out = [m.to(x.dtype) for m, x in zip(mix, ta)]
+    if isinstance(a, torch.Tensor):
+        return out[0]
+    if isinstance(a, dict):
+        return dict(zip(sorted(a), out))
+    return out

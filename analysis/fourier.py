@@ -1,4 +1,4 @@
-"""Frequency-band test sets (PROTOCOL.md section 5, "Fourier features").
+"""Frequency-band test sets (docs/protocol.md section 5, "Fourier features").
 
 Per image and colour channel: 2D DFT, zero frequency shifted to the centre, band b = |k| + |l|
 for the frequency (k, l) of each entry. A band group a-c keeps the entries with a <= b <= c and
@@ -17,7 +17,7 @@ import re
 
 import torch
 
-from utils.args import UserError
+from core.errors import UserError
 
 
 def parse_bands(spec, flag="--bands"):
@@ -49,7 +49,7 @@ def parse_bands(spec, flag="--bands"):
     return groups
 
 
-PAPER_BANDS = "0,1-8,9-24,25-32"  # 32x32 images: background colour, low, mid, high (PROTOCOL.md section 5)
+PAPER_BANDS = "0,1-8,9-24,25-32"  # 32x32 images: background colour, low, mid, high (docs/protocol.md section 5)
 
 
 def default_bands(h, w):

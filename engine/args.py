@@ -1,26 +1,14 @@
-"""Shared command-line flags, validation and the one-line error convention of every script.
+"""The training scripts' shared flags and their validation.
 
-Scripts build their parser on `common_parser()` (parents=[...]) so shared flags are defined once.
-Bad input raises `UserError`; `main_guard` prints it as one line on stderr and exits with 2,
-never with a traceback, before anything is written.
+Scripts build their parser on `common_parser()` (parents=[...]) so shared flags are defined once;
+help strings give units. Bad values raise core.errors.UserError (one line, exit 2).
 """
 import argparse
 import math
-import sys
 
 import torch
 
-
-class UserError(Exception):
-    """Bad input: what is wrong and what to do, in one line."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr and exit 2 (no usage dump)."""
-
-    def error(self, message):
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
+from core.errors import UserError
 
 
 def common_parser():
@@ -51,24 +39,24 @@ def image_parser():
 
 
 def speed_flags(g):
-    """The speed switches (utils/image_step.py), on a parser or group: the scripts' and bench/images.py's."""
+    """The speed switches (engine/step.py), on a parser or group: the scripts' and bench/images.py's."""
     g.add_argument("--bf16", nargs="?", const="on", choices=("auto", "on", "off"), default="auto",
                    help="bf16 autocast for forward passes; auto: on for CUDA where the model record says it was "
                         "measured to keep the accuracy: the practical ResNet-18 (1.5x faster); off for the SI models "
-                        "(it cost them accuracy), the ViT (not measured yet) and on CPUs (README)")
+                        "(it cost them accuracy), the ViT (not measured yet) and on CPUs (docs/benchmarks.md)")
     g.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
                    help="channels_last memory format; auto: on for CUDA (1.5-2.1x faster) and CPUs (1.06-1.3x; "
-                        "README, Benchmarks)")
+                        "docs/benchmarks.md)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model for training (CUDA: 1.03-1.33x "
-                   "faster after 10-20 s of compiling per process; README)")
+                   "faster after 10-20 s of compiling per process; docs/benchmarks.md)")
     g.add_argument("--cuda_graph", choices=("auto", "on", "off"), default="auto",
                    help="replay each training step from a CUDA graph (the same results, fewer launches); "
                         "auto: on for CUDA")
 
 
 def recipe_flags(p):
-    """The training recipe (DESIGN.md, "Extending it"): every field defaults to the model record's
-    (the paper's SI or practical recipe); finetune.py and swa.py inherit the parent run's."""
+    """The training recipe: every field defaults to the model record's (the paper's SI or practical
+    recipe, docs/protocol.md sections 2 and 6); finetune.py and swa.py inherit the parent run's."""
     g = p.add_argument_group("recipe (default: the model record's; finetune.py, swa.py: the parent run's)")
     g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None, help="optimizer")
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (SI: 0; practical: 0.9)")
@@ -110,7 +98,7 @@ def resolve_recipe(args, base):
 
 # Flags that say how a run is executed, not what it computes: they may differ on resume.
 EXECUTION_FLAGS = {"out", "device", "threads", "checkpoint_every", "data_dir", "download", "channels_last",
-                   "compile", "cuda_graph"}
+                   "compile", "cuda_graph", "check_only"}
 
 
 def check_lrs(lrs, name="--lr"):
@@ -164,11 +152,3 @@ def setup_torch(args):
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     return device
 
-
-def main_guard(main):
-    """Run main(); a UserError becomes one line on stderr and exit status 2."""
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)

@@ -2,9 +2,10 @@
 
 A checkpoint is a dict with at least `format`, `kind` ("pretrain", "finetune", "swa"), `model` and
 `model_args` (the record's name or the researcher's class spec, and its constructor arguments),
-`dataset`, `recipe`, `members` and `state`: all members' weights as ONE stacked state_dict of the
-model class (the keys of `model.state_dict()`, each tensor with a leading member dimension), for
-every model and backend alike, so downstream scripts need only its path. Writes go to a temporary
+`dataset`, `recipe`, `members`, `unit` ("step" or "epoch") and `done` (how many of them the stage
+has trained), and `state`: all members' weights as ONE stacked state_dict of the model class (the
+keys of `model.state_dict()`, each tensor with a leading member dimension), for every model and
+backend alike, so downstream scripts need only its path. Writes go to a temporary
 file that replaces the target with os.replace; the previous checkpoint is kept as `<name>.prev`
 and used when the newest one cannot be read (a crash in the middle of a write, a truncated copy).
 """
@@ -12,7 +13,7 @@ import os
 
 import torch
 
-from utils.args import UserError
+from core.errors import UserError
 
 FORMAT = "lrl-checkpoint-v2"
 OLD_FORMATS = ("lrl-checkpoint-v1",)  # per-member lists / w1-w2-w3 tensors: read by no script now
@@ -76,6 +77,11 @@ def load(path, kinds=None, fallback=True):
     if problems:
         raise UserError(f"cannot read checkpoint {problems[0]}")
     return None
+
+
+def exists(path):
+    """A checkpoint at `path` (or its predecessor) exists."""
+    return os.path.exists(path) or os.path.exists(f"{path}.prev")
 
 
 def remove(path):

@@ -1,4 +1,4 @@
-"""report.py's figures, drawn from summary.json's content alone (DESIGN.md): test accuracy, train
+"""report.py's figures, drawn from summary.json's content alone: test accuracy, train
 loss, pre-training curves, sorted single-feature accuracies, frequency bands, the band-split
 study, geometry and sharpness against the PLR, each with the detected regimes shaded.
 
@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from utils.args import UserError  # noqa: E402
+from core.errors import UserError  # noqa: E402
 
 
 def _band(ax, x, mean, std, **kw):
@@ -317,7 +317,7 @@ def band_images_figure(images, bands, path):
     Bottom: log(1 + |F|) of its centred spectrum summed over channels, and that spectrum masked to
     each group's bands (one colour scale per image). Greyscale images are drawn in grey. Written to
     `path` (format from its extension) through a temporary file, so a failure leaves no partial file."""
-    from utils.fourier import band_images, display_scale, log_spectrum, masked_log_spectrum
+    from analysis.fourier import band_images, display_scale, log_spectrum, masked_log_spectrum
     n, cols = images.shape[0], 1 + len(bands)
     parts = [(key, display_scale(b)) for key, b in band_images(images, bands)]   # (n, C, H, W) each
     full = log_spectrum(images)                                                    # (n, H, W)

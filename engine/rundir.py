@@ -1,12 +1,14 @@
-"""The run directory: the unit of record (DESIGN.md).
+"""The run directory: the unit of record (docs/schema.md).
 
   config.json     resolved arguments, argv, git commit, versions, host, Slurm ids, stage, parent
   members.jsonl   one row per member (member, plr, flr, seed, data_seed, parent_member, lr)
   metrics.jsonl   one row per evaluation per member; append-only
   checkpoints/    last.pt (resumable, with last.pt.prev), final.pt (the trained weights),
-                  epoch_NNNN.pt (image runs: weights kept at chosen epochs)
+                  <unit>_NNNN.pt (weights kept at chosen units: epoch_0498.pt, step_39600.pt)
   results.json    written last: its presence means the run is complete
-Downstream tools read these files, never stdout.
+Downstream tools read these files, never stdout. A complete run started again with a longer length
+(and otherwise the same flags, at a constant LR) is continued: its results.json becomes
+results_<old length>.json and the stage loop goes on from checkpoints/final.pt (engine/stage.py).
 """
 import datetime
 import fcntl
@@ -19,37 +21,10 @@ import sys
 
 import torch
 
-from utils import checkpoint
-from utils.args import EXECUTION_FLAGS, UserError
-
-
-def write_json_atomic(path, obj, indent=1):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=indent)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path, rows):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(tmp, path)
-
-
-def read_jsonl(path):
-    """Rows of a JSON-lines file; a torn last line (a kill during an append) is dropped."""
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            if i != len(lines) - 1:
-                raise
-    return rows
+from core.errors import UserError
+from core.io import read_jsonl, write_json_atomic, write_jsonl_atomic
+from engine import checkpoint
+from engine.args import EXECUTION_FLAGS
 
 
 def git_commit():
@@ -72,9 +47,10 @@ class RunDir:
         self.last_ckpt = os.path.join(self.ckpt_dir, "last.pt")
         self.final_ckpt = os.path.join(self.ckpt_dir, "final.pt")
 
-    def epoch_ckpt(self, epoch):
-        """An image run's checkpoint kept at `epoch` (train.py --save_epochs, swa.py --keep_window)."""
-        return os.path.join(self.ckpt_dir, f"epoch_{epoch:04d}.pt")
+    def kept_ckpt(self, unit, n):
+        """The weights kept at `unit` ("epoch" or "step") n: train.py --save_epochs, the synthetic
+        setup's SWA snapshots, swa.py --keep_window."""
+        return os.path.join(self.ckpt_dir, f"{unit}_{n:04d}.pt")
 
     # ---- reading (downstream scripts) ----
     def exists(self):
@@ -107,11 +83,13 @@ class RunDir:
         return ckpt
 
     # ---- writing (the script that owns the run) ----
-    def start(self, args, stage, members, parent=None, meta=None):
+    def start(self, args, stage, members, parent=None, meta=None, length=None):
         """Create the run, or check that an existing one is the same configuration.
 
         meta: what downstream readers (report.py) need without opening a checkpoint: the model's
         constructor arguments, the recipe, the chance level ...; kept in config.json as it is.
+        length: the setting that is the stage's length ("epochs", "iters"): a run that differs from
+        this one in it alone, at a constant LR, is continued to the larger length (`_extend`).
 
         Returns "complete", "resume" or "new". Nothing is written when the directory holds a
         different run, so a typo in --out can never clobber other results.
@@ -124,10 +102,16 @@ class RunDir:
                 raise UserError(f"{self.config_path} is unreadable ({e}); choose another --out")
             # a flag added after the run started, at its default (None), leaves the run the same run
             old_settings = dict({k: None for k in settings}, **old.get("settings", {}))
-            if old.get("stage") != stage or old_settings != settings:
-                diff = sorted(k for k in set(settings) | set(old_settings) if settings.get(k) != old_settings.get(k))
-                raise UserError(f"{self.path} holds a different run ({old.get('stage')}; differs in "
-                                f"{', '.join(diff) or 'stage'}); choose another --out")
+            diff = sorted(k for k in set(settings) | set(old_settings) if settings.get(k) != old_settings.get(k))
+            if old.get("stage") != stage or diff:
+                if old.get("stage") == stage and diff == [length]:
+                    self._lock()
+                    self._extend(old, settings, length)
+                    return "resume"
+                what = ", ".join(f"--{k} {_show(old_settings.get(k))} there, {_show(settings.get(k))} here"
+                                 for k in diff[:3]) + (" ..." if len(diff) > 3 else "")
+                raise UserError(f"{self.path} holds a different run ({old.get('stage')}; {what or 'another stage'}); "
+                                f"choose another --out")
             if self.is_complete():
                 return "complete"
             self._lock()
@@ -157,6 +141,27 @@ class RunDir:
         write_json_atomic(self.config_path, config)  # last: its presence marks a run directory
         return "new"
 
+    def _extend(self, old, settings, length):
+        """Continue the run to a larger `length`: at a constant LR its first steps are those of the
+        longer run (batches are a function of the seed and the step), so going on from its final
+        checkpoint gives the longer run bit for bit. results.json, if any, is kept as
+        results_<old length>.json; config.json records the new length and the extension."""
+        before, after = old["settings"].get(length), settings[length]
+        schedule = old.get("meta", {}).get("recipe", {}).get("schedule", "constant")
+        if schedule != "constant":
+            raise UserError(f"{self.path} holds a {schedule}-schedule run of --{length} {before}: its LR depends on the "
+                            f"length, so it cannot be continued to {after}; choose another --out")
+        if after < before:
+            raise UserError(f"{self.path} holds a run of --{length} {before}; a run is never cut short to {after} "
+                            f"(choose another --out)")
+        if self.is_complete():
+            os.replace(self.results_path, os.path.join(self.path, f"results_{before}.json"))
+        config = dict(old, settings=settings, args=dict(old["args"], **{length: after}),
+                      extended=old.get("extended", []) + [{length: [before, after], "argv": sys.argv,
+                                                           "at": datetime.datetime.now().isoformat(timespec="seconds")}])
+        write_json_atomic(self.config_path, config)
+        print(f"{self.path}: continuing the run from --{length} {before} to {after}")
+
     def _lock(self):
         """Hold an exclusive lock on the directory for the life of this process: two processes
         never train into one run (a double launch, a requeued task whose old copy still runs)."""
@@ -183,6 +188,11 @@ class RunDir:
 
     def write_results(self, results):
         write_json_atomic(self.results_path, results)
+
+
+def _show(value):
+    """A setting as a flag value: lists space-separated."""
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def load_parent(path, kinds=("pretrain",)):

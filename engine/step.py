@@ -1,5 +1,5 @@
-"""One image member's training step and epoch, and the speed switches (utils/image_stage.py runs
-the stages with them; bench/images.py times them).
+"""One image member's training step and epoch, and the speed switches (engine/module.py trains
+with them; bench/images.py times them).
 
     step = TrainStep(model, opt, data, 128, aug=False, device=device, cuda_graph=True)  # opt: ProjectedSGD ...
     g = epoch_generator(salt, seed, epoch)                    # the member's epoch, on the CPU
@@ -15,15 +15,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+from core.errors import UserError
+from core.seeding import generator
 from data.images import DRAW_ROWS, augment_batch
-from utils.args import UserError
-from utils.seeding import generator
 
 
 # ---------------------------------------------------------------- the speed switches
 
 def speed_switches(args, device):
-    """The speed switches from the scripts' flags (utils/args.py: speed_flags), as TrainStep's and
+    """The speed switches from the scripts' flags (engine/args.py: speed_flags), as TrainStep's and
     run_image_stage's keyword arguments. --cuda_graph auto is on for CUDA, with or without --compile
     (the compiled step is captured like the eager one)."""
     if args.cuda_graph == "on" and device.type != "cuda":
@@ -36,7 +36,7 @@ def use_bf16(bf16, device, record_default):
     """bf16: True/"on", False/"off" or "auto": on for CUDA where the model record says bf16 was
     measured to keep the accuracy (`ModelRecord.bf16`: the practical ResNet-18, 1.5x faster on an
     H100, test accuracy unchanged over 3 seeds; it cost the SI models 1-10 points), off elsewhere
-    and on CPUs (README, Benchmarks)."""
+    and on CPUs (docs/benchmarks.md)."""
     if bf16 == "auto":
         return device.type == "cuda" and record_default
     return bf16 in (True, "on")
@@ -95,7 +95,7 @@ class TrainStep:
     The step reads the batch through static buffers (the indices; with augmentation also the crop
     offsets and flips), so the same code serves both ways: gather the images (augmented: crop, flip,
     normalise), forward, cross-entropy, backward, the optimizer's step (a projected optimizer also
-    rescales onto the sphere, utils/sphere.py), and loss x n, correct and n added to `self.sums`
+    rescales onto the sphere, engine/sphere.py), and loss x n, correct and n added to `self.sums`
     (float64, on the device). The graph is captured at the first full batch, after three warm-up
     steps whose effects (weights, BN buffers, optimizer state, sums) are undone, so a graphed run
     trains as the eager one does. A shorter last batch runs

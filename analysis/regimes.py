@@ -1,4 +1,4 @@
-"""Regime labels, boundaries and a recommended PLR from a PLR sweep (PROTOCOL.md sections 1, 4, 6).
+"""Regime labels, boundaries and a recommended PLR from a PLR sweep (docs/protocol.md sections 1, 4, 6).
 
 Pure functions on already-aggregated numbers (means over seeds, one value per PLR); numpy only.
 
@@ -49,7 +49,7 @@ The rule (thresholds are keyword arguments of `label_regimes`; defaults are modu
    regime-1 PLR says so: its 1|2 boundary may lie below the grid, or pre-training was too short
    for any loss to converge (a scan cut too short).
 
-Practical setting (PROTOCOL.md section 6, `practical=True`): with weight decay and momentum the
+Practical setting (docs/protocol.md section 6, `practical=True`): with weight decay and momentum the
 training loss does not converge, so step 2 is replaced: the 1|2 boundary is taken at the PLR p
 with the best pre-training test accuracy among the non-divergent PLRs (ties: the lower PLR).
 PLRs below p are regime 1, p and above are regime 2 (the optimal range starts at the threshold);

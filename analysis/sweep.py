@@ -1,0 +1,300 @@
+"""The sweep reader: a setup's run directories -> per-member records -> summary.json's content, with
+the regimes, boundaries and recommendation (analysis/regimes.py). report.py writes what it returns;
+bench/ reads sweeps with it too.
+
+    records, notes = collect("runs/synthetic")          # one record per member of every complete run
+    summary = summarize(records, "runs/synthetic")      # per-PLR means over seeds (docs/schema.md)
+    add_regimes(summary, records, notes)                # regimes, boundaries, recommended PLR and range
+
+Reads every complete run under ROOT/pretrain/*, ROOT/finetune/*, ROOT/swa/* (results.json,
+members.jsonl, features.jsonl) and ROOT/geometry/*; incomplete runs and missing stages become notes.
+"""
+import glob
+import json
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from analysis.regimes import label_regimes, recommended_range
+from core.errors import UserError
+from core.io import read_jsonl
+from engine.rundir import RunDir
+
+STAGES = ("pretrain", "finetune", "swa")
+BOUNDARIES = ("1|2", "2A|2B", "2|3")
+FLR_KEY = "%.3g"
+
+
+def collect(root):
+    """Per-member records of every complete run: dicts with stage, plr, flr, seeds, metrics, features."""
+    records, notes = [], []
+    for stage in STAGES:
+        dirs = sorted(d for d in glob.glob(os.path.join(root, stage, "*")) if os.path.isdir(d))
+        if not dirs:
+            notes.append(f"no {stage} runs")
+        for d in dirs:
+            rd = RunDir(d)
+            if not rd.exists() or not rd.is_complete():
+                notes.append(f"{d} is not complete; skipped")
+                continue
+            config, members, results = rd.config(), rd.members(), rd.results()
+            feats_path = os.path.join(d, "features.jsonl")
+            feats = {r["member"]: r for r in read_jsonl(feats_path)} if os.path.exists(feats_path) else {}
+            curves = defaultdict(list)  # pre-training: each member's train-loss curve, for the regimes
+            if stage == "pretrain":
+                for r in rd.metrics():
+                    if r["split"] == "train" and not r.get("swa"):
+                        curves[r["member"]].append((r["step"], r["loss"]))
+            if not feats:
+                notes.append(f"{d} has no features.jsonl (run eval_fourier.py --run {d})")
+            for m, res in zip(members, results["members"]):
+                f = feats.get(m["member"], {})
+                records.append(dict(m, **res, stage=stage, run=d, setup=config.get("settings", {}),
+                                    meta=config.get("meta", {}),
+                                    features=f.get("features"), bands=f.get("bands"),
+                                    band_split_groups=f.get("band_split_groups"),
+                                    curve=curves.get(m["member"])))
+    return records, notes
+
+
+def collect_geometry(root, notes):
+    """Pair rows of every complete geometry run under ROOT/geometry/ (eval_geometry.py), the
+    appendix-G rows (test error and sharpness at a fixed training loss) and that loss."""
+    pairs, at_loss, target = [], [], None
+    dirs = sorted(d for d in glob.glob(os.path.join(root, "geometry", "*")) if os.path.isdir(d))
+    if not dirs:
+        notes.append("no geometry runs (eval_geometry.py)")
+    for d in dirs:
+        rd = RunDir(d)
+        if not rd.exists() or not rd.is_complete():
+            notes.append(f"{d} is not complete; skipped")
+            continue
+        res = rd.results()
+        pairs += res["pairs"]
+        at_loss += res.get("at_loss", [])
+        target = res.get("at_loss_target", target)
+    return pairs, at_loss, target
+
+
+def mean_std(values):
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std())
+
+
+def sorted_features(recs):
+    """Mean over members of the descending-sorted single-feature accuracies (rank 1 first)."""
+    feats = [r["features"] for r in recs if r.get("features")]
+    if not feats:
+        return None, None
+    a = -np.sort(-np.asarray(feats), axis=1)
+    return a.mean(0).tolist(), a.std(0).tolist()
+
+
+def band_means(recs):
+    """Mean over members of each band group's accuracy (groups every member has), or None."""
+    bands = [r["bands"] for r in recs if r.get("bands")]
+    if not bands:
+        return None
+    keys = [k for k in bands[0] if all(k in b for b in bands)]
+    return {k: float(np.mean([b[k] for b in bands])) for k in keys}
+
+
+def band_split_means(recs):
+    """The band-split study (eval_fourier.py --band_splits; paper Fig. 16): for each low/mid split s
+    every member has, the mean over members of the accuracy on the low group 1..s and on the mid
+    group s+1..M: {"4": {"low": .., "mid": ..}, ...} in increasing s, or None."""
+    groups = [r.get("band_split_groups") or {} for r in recs]
+    if not recs or not all(groups):
+        return None
+    out = {}
+    for s in sorted(set.intersection(*(set(g) for g in groups)), key=int):
+        accs = [[(r.get("bands") or {}).get(g[s][part]) for r, g in zip(recs, groups)] for part in ("low", "mid")]
+        if all(a is not None for a in accs[0] + accs[1]):
+            out[s] = {"low": float(np.mean(accs[0])), "mid": float(np.mean(accs[1]))}
+    return out or None
+
+
+def stage_summary(recs):
+    out = {}
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        out[key], out[f"{key}_std"] = mean_std([r[key] for r in recs])
+    out["n_seeds"] = len(recs)
+    out["features_sorted"], out["features_sorted_std"] = sorted_features(recs)
+    out["bands"] = band_means(recs)
+    out["band_splits"] = band_split_means(recs)
+    return out
+
+
+def geometry_summary(pairs, plr):
+    """summary.json's per-PLR geometry: means over seeds of angle and barriers for each pair kind."""
+    out = {}
+    for kind in ("low_high", "swa_high", "swa_low"):
+        sel = [p for p in pairs if p["plr"] == plr and p["pair"] == kind]
+        for q in ("angle", "train_barrier", "test_barrier"):
+            vals = [p[q] for p in sel if p[q] is not None]
+            out[f"{q}_{kind}"] = float(np.mean(vals)) if vals else None
+    return out if any(v is not None for v in out.values()) else None
+
+
+def summarize(records, root, pairs=(), paper=None):
+    by = defaultdict(list)
+    for r in records:
+        by[(r["stage"], r["plr"], r["flr"])].append(r)
+    plrs = sorted({r["plr"] for r in records if r["stage"] == "pretrain"})
+    first = next((r for r in records if r["stage"] == "pretrain"), {})
+    per_plr = []
+    for plr in plrs:
+        entry = {"plr": plr, "regime": None, "pretrain": stage_summary(by[("pretrain", plr, None)])}
+        flrs = sorted({r["flr"] for r in records if r["stage"] == "finetune" and r["plr"] == plr})
+        entry["finetune"] = {FLR_KEY % f: stage_summary(by[("finetune", plr, f)]) for f in flrs}
+        swa = by.get(("swa", plr, None))
+        entry["swa"] = stage_summary(swa) if swa else None
+        entry["geometry"] = geometry_summary(pairs, plr)
+        per_plr.append(entry)
+    meta = first.get("meta", {})
+    summary = {"setup": os.path.basename(os.path.normpath(root)), "dataset": meta.get("dataset"),
+               "model": meta.get("model"), "model_args": meta.get("model_args"), "recipe": meta.get("recipe"),
+               "plrs": plrs,
+               "boundaries": {"1|2": None, "2A|2B": None, "2|3": None}, "recommended_plr": None,
+               "per_plr": per_plr}
+    summary["paper_boundaries"] = dict(zip(BOUNDARIES, paper)) if paper else None
+    return summary
+
+
+def mean_curve(recs):
+    """The members' train-loss curves averaged step by step (steps all of them have), or None."""
+    curves = [dict(r["curve"]) for r in recs if r.get("curve")]
+    if not curves:
+        return None
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return [(s, float(np.mean([c[s] for c in curves]))) for s in steps]
+
+
+def add_regimes(summary, records, notes):
+    """Fill regime, boundaries, recommended_plr (analysis/regimes.py: the rule, printed in report.md)."""
+    per = summary["per_plr"]
+    meta = next(r["meta"] for r in records if r["stage"] == "pretrain")
+    chance = meta.get("chance")
+    if chance is None:
+        notes.append("the pre-training runs record no chance level (config.json meta); regimes not labelled")
+        return
+    curves = []
+    for e in per:  # the second half of pre-training: still falling (regime 1) or flat (regime 2)?
+        c = mean_curve([r for r in records if r["stage"] == "pretrain" and r["plr"] == e["plr"]])
+        curves.append([p for p in c if p[0] >= c[-1][0] / 2] if c else None)
+    stats = [seed_quality(records, e["plr"]) for e in per]
+    try:
+        out = label_regimes(
+            [e["plr"] for e in per], [e["pretrain"]["train_loss"] for e in per],
+            [e["pretrain"]["train_acc"] for e in per], chance,
+            ft_acc=[{k: s["test_acc"] for k, s in e["finetune"].items()} or None for e in per],
+            swa_acc=[e["swa"]["test_acc"] if e["swa"] else None for e in per], loss_curves=curves,
+            pt_test_acc=[e["pretrain"]["test_acc"] for e in per],
+            practical=meta.get("recipe", {}).get("sphere") == "off",  # off the sphere: docs/protocol.md section 6
+            quality_stats=stats)
+    except ValueError as err:
+        notes.append(f"regimes not labelled: {err}")
+        return
+    for e, label in zip(per, out["labels"]):
+        e["regime"] = label
+    summary.update(boundaries=out["boundaries"], brackets=out["brackets"], recommended_plr=out["recommended_plr"],
+                   recommendation_reason=out["reason"], two_a_test=out["two_a_test"], rule=out["rule"])
+    # among the PLRs that do not diverge, as the recommendation itself
+    rng = recommended_range([e["plr"] for e in per], [None if e["regime"] == "3" else q for e, q in zip(per, stats)])
+    summary.update(recommended_range=rng["range"], recommended_range_plrs=rng["plrs"],
+                   recommended_range_reason=rng["reason"])
+
+
+def per_seed_quality(records, plr):
+    """{(seed, data_seed): quality} of one PLR: each seed's mean test accuracy over its fine-tuned
+    members (every FLR) and its SWA member: what the recommendation ranks PLRs by."""
+    per_seed = defaultdict(list)
+    for r in records:
+        if key(r["plr"]) == key(plr) and r["stage"] in ("finetune", "swa") and np.isfinite(r["test_acc"]):
+            per_seed[(r["seed"], r.get("data_seed"))].append(r["test_acc"])
+    return {u: float(np.mean(v)) for u, v in per_seed.items()}
+
+
+def seed_quality(records, plr):
+    """(mean, std, seeds) over the PLR's seeds of `per_seed_quality`, or None."""
+    q = list(per_seed_quality(records, plr).values())
+    if not q:
+        return None
+    return float(np.mean(q)), float(np.std(q)), len(q)
+
+
+# ---------------------------------------------------------------- what bench/ reads off a finished sweep
+
+def key(lr):
+    """LRs compare by their 3 significant digits (the run names and the grids use no more)."""
+    return float(f"{float(lr):.3g}")
+
+
+def read_sweep(root):
+    """A finished sweep ROOT/SETUP: its summary.json, the per-member records, its seeds (`units_of`)
+    and its pre-training run directories."""
+    path = os.path.join(root, "summary.json")
+    if not os.path.exists(path):
+        raise UserError(f"{path} not found: run the sweep (run_all.sh) first")
+    records, _ = collect(root)
+    base = os.path.join(root, "pretrain")
+    with open(path) as f:
+        summary = json.load(f)
+    return summary, records, units_of(records), [RunDir(os.path.join(base, d)) for d in sorted(os.listdir(base))]
+
+
+def units_of(records):
+    """The sweep's seeds: (seed, data_seed) pairs of its pre-training members, data seed major."""
+    return sorted({(r["seed"], r.get("data_seed")) for r in records if r["stage"] == "pretrain"},
+                  key=lambda u: (u[1] if u[1] is not None else -1, u[0]))
+
+
+def results_index(records):
+    """(stage, PLR, FLR, seed, data_seed) -> test accuracy."""
+    return {(r["stage"], key(r["plr"]), None if r["flr"] is None else key(r["flr"]), r["seed"], r.get("data_seed")):
+            r["test_acc"] for r in records}
+
+
+def run_steps(root):
+    """Training steps (one optimizer step of one model) of every complete run under root's stages."""
+    total = 0
+    for stage in STAGES:
+        base = os.path.join(root, stage)
+        for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            rd = RunDir(os.path.join(base, name))
+            if not rd.is_complete():
+                continue
+            span = defaultdict(list)
+            for r in rd.metrics():
+                span[r["member"]].append(r["step"])
+            total += sum(max(s) - min(s) for s in span.values())
+    return total
+
+
+_READ = {}  # run directory -> (members, metrics rows): read once
+
+
+def scan_pick(rd_list, unit, budget, chance, practical, with_bracket=False):
+    """The scan's pick for one seed: the regime rule (analysis/regimes.py) on the pre-training rows up to
+    `budget` (the backend's unit: epochs, else steps) of every PLR, with no fine-tuning results: the
+    smallest regime-2 PLR. Returns (PLR or None, steps per PLR); with_bracket: ((PLR, the 1|2
+    bracket), steps per PLR)."""
+    rows = defaultdict(list)  # plr -> rows of this unit up to the budget
+    for rd in rd_list:
+        if rd.path not in _READ:
+            _READ[rd.path] = (rd.members(), rd.metrics())
+        members, metrics = _READ[rd.path]
+        members = {m["member"]: m for m in members if (m["seed"], m.get("data_seed")) == unit}
+        for r in metrics:
+            if r["member"] in members and not r.get("swa") and r.get("epoch", r["step"]) <= budget:
+                rows[members[r["member"]]["plr"]].append(r)
+    plrs = sorted(rows)
+    last = {p: max(r["step"] for r in rows[p]) for p in plrs}
+    at = lambda p, split: next(r for r in rows[p] if r["step"] == last[p] and r["split"] == split)  # noqa: E731
+    curves = [[(r["step"], r["loss"]) for r in rows[p] if r["split"] == "train" and r["step"] >= last[p] / 2]
+              for p in plrs]
+    out = label_regimes(plrs, [at(p, "train")["loss"] for p in plrs], [at(p, "train")["acc"] for p in plrs], chance,
+                        loss_curves=curves, pt_test_acc=[at(p, "test")["acc"] for p in plrs], practical=practical)
+    pick = (out["recommended_plr"], out["brackets"]["1|2"]) if with_bracket else out["recommended_plr"]
+    return pick, max(last.values())
