@@ -31,7 +31,8 @@ def recipe_text(recipe):
     if not recipe:
         return "not recorded"
     return (f"{recipe['optimizer']}, momentum {recipe['momentum']:g}, weight decay {recipe['weight_decay']:g}, "
-            f"augmentation {recipe['augment']}, sphere {recipe['sphere']}, schedule {recipe.get('schedule', 'constant')}"
+            f"augmentation {recipe['augment']}, sphere {recipe['sphere']}, "
+            f"schedule {recipe.get('schedule', 'constant')}"
             + (f", batch {recipe['batch_size']}" if recipe.get("batch_size") else ""))
 
 

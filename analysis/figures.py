@@ -48,7 +48,7 @@ def flr_keys(summary):
 
 
 def plot_accuracy(summary, figdir):
-    """Test accuracy vs PLR after pre-training, fine-tuning (each FLR) and SWA (paper Fig. 2/8)."""
+    """Test accuracy vs PLR after pre-training, fine-tuning (each FLR) and SWA (paper Figs. 1, 8, 12, 14)."""
     per = summary["per_plr"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     x = [e["plr"] for e in per]
@@ -86,7 +86,7 @@ def plot_train_loss(summary, figdir):
 
 
 def plot_features(summary, figdir):
-    """Sorted single-feature accuracy vs PLR per stage (paper Fig. 3 and 10 of the synthetic example)."""
+    """Sorted single-feature accuracy vs PLR per stage (paper Figs. 3 and 10, the synthetic example)."""
     per = summary["per_plr"]
     keys = flr_keys(summary)
     panels = [("pre-training", lambda e: e["pretrain"])]
@@ -155,7 +155,7 @@ def plot_pretrain(summary, figdir):
 
 
 def plot_geometry(summary, figdir):
-    """Angles and train/test error barriers between FT-low, FT-high and SWA vs PLR (paper Fig. 3, 9)."""
+    """Angles and train/test error barriers between FT-low, FT-high and SWA vs PLR (paper Fig. 9)."""
     per = [e for e in summary["per_plr"] if e.get("geometry")]
     if not per:
         return None
@@ -178,7 +178,7 @@ def plot_geometry(summary, figdir):
 
 
 def plot_bands(summary, figdir):
-    """Accuracy on frequency-band test sets vs PLR after PT, SWA, FT-low, FT-high (paper Fig. 5, 11, 13)."""
+    """Accuracy on frequency-band test sets vs PLR after PT, SWA, FT-low, FT-high (paper Figs. 5, 6, 11, 13, 15)."""
     per = summary["per_plr"]
     keys = flr_keys(summary)
     panels = [("pre-training", lambda e: e["pretrain"]), ("SWA", lambda e: e["swa"])]

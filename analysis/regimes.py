@@ -37,7 +37,8 @@ The rule (thresholds are keyword arguments of `label_regimes`; defaults are modu
    spread of one PLR's results across FLRs in the synthetic paper sweep: every FLR and SWA reach
    the same, best quality). Otherwise it votes 2B. 2A is the lower part of regime 2: one split
    point, chosen like the cleanup (fewest disagreements, ties: the smaller 2A) but never below the
-   best regime-2 PLR when that one votes 2A; PLRs without results do not vote. With no results in regime 2 the label stays "2" and 2A|2B is None.
+   best regime-2 PLR when that one votes 2A; PLRs without results do not vote. With no results in
+   regime 2 the label stays "2" and 2A|2B is None.
 5. Boundaries: the geometric mean of the last PLR below and the first PLR above (log-midpoint);
    `brackets` gives the pair. "1|2" and "2|3" are None when the sweep has no PLR on one side
    (no regime 1; no regime 3); "2A|2B" is None unless both 2A and 2B contain PLRs.

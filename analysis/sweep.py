@@ -272,7 +272,7 @@ def run_steps(root):
     return total
 
 
-_READ = {}  # run directory -> (members, metrics rows): read once
+_READ = {}  # (run directory, metrics.jsonl's mtime) -> (members, metrics rows): read once
 
 
 def scan_pick(rd_list, unit, budget, chance, practical, with_bracket=False):
@@ -282,9 +282,10 @@ def scan_pick(rd_list, unit, budget, chance, practical, with_bracket=False):
     bracket), steps per PLR)."""
     rows = defaultdict(list)  # plr -> rows of this unit up to the budget
     for rd in rd_list:
-        if rd.path not in _READ:
-            _READ[rd.path] = (rd.members(), rd.metrics())
-        members, metrics = _READ[rd.path]
+        k = (rd.path, os.path.getmtime(rd.metrics_path))
+        if k not in _READ:
+            _READ[k] = (rd.members(), rd.metrics())
+        members, metrics = _READ[k]
         members = {m["member"]: m for m in members if (m["seed"], m.get("data_seed")) == unit}
         for r in metrics:
             if r["member"] in members and not r.get("swa") and r.get("epoch", r["step"]) <= budget:

@@ -1,7 +1,8 @@
 """Deterministic random streams: each named stream is a function of its integer keys alone.
 
 A member's initial point, data and batch order must not depend on which other members share its
-population (a member trained in a population equals the member trained alone), so every random draw comes from a generator keyed by what it is for
+population (a member trained in a population equals the member trained alone), so every random draw
+comes from a generator keyed by what it is for
 ("tick_train", data seed) or ("batches", data seed, model seed, block), never from a global RNG.
 """
 import zlib

@@ -235,6 +235,12 @@ def _check_custom(spec, arrays):
         size = {k: "x".join(map(str, out[k].shape[1:])) for k in ("x_train", "x_test")}
         raise UserError(f"{spec}: x_train images are {size['x_train']} but x_test images are "
                         f"{size['x_test']} (H x W x C); both splits need the same size and channels")
+    unseen = np.setdiff1d(np.unique(out["y_test"]), np.unique(out["y_train"]))
+    if len(unseen):
+        y = out["y_train"]
+        raise UserError(f"{spec}: y_test has the label {int(unseen[0])}, which y_train never has (it has "
+                        f"{len(np.unique(y))} classes, {int(y.min())}..{int(y.max())}): a class the model never "
+                        f"sees in training; remap the labels or drop those test images")
     return {k: out[k] for k in CUSTOM_KEYS}
 
 

@@ -149,16 +149,16 @@ class RunDir:
         before, after = old["settings"].get(length), settings[length]
         schedule = old.get("meta", {}).get("recipe", {}).get("schedule", "constant")
         if schedule != "constant":
-            raise UserError(f"{self.path} holds a {schedule}-schedule run of --{length} {before}: its LR depends on the "
-                            f"length, so it cannot be continued to {after}; choose another --out")
+            raise UserError(f"{self.path} holds a {schedule}-schedule run of --{length} {before}: its LR depends on "
+                            f"the length, so it cannot be continued to {after}; choose another --out")
         if after < before:
             raise UserError(f"{self.path} holds a run of --{length} {before}; a run is never cut short to {after} "
                             f"(choose another --out)")
         if self.is_complete():
             os.replace(self.results_path, os.path.join(self.path, f"results_{before}.json"))
+        now = datetime.datetime.now().isoformat(timespec="seconds")
         config = dict(old, settings=settings, args=dict(old["args"], **{length: after}),
-                      extended=old.get("extended", []) + [{length: [before, after], "argv": sys.argv,
-                                                           "at": datetime.datetime.now().isoformat(timespec="seconds")}])
+                      extended=old.get("extended", []) + [{length: [before, after], "argv": sys.argv, "at": now}])
         write_json_atomic(self.config_path, config)
         print(f"{self.path}: continuing the run from --{length} {before} to {after}")
 

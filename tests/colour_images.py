@@ -111,7 +111,7 @@ def practical_sweep(base):
     (the last class never predicted: test accuracy 45 / 55); 0.1 and 10 learn it (1.0).
     Returns {"setup": the setup directory, "data": the data folder, "model": the model spec,
     "y_test": the test labels, "at_loss": the --at_loss used}."""
-    from conftest import run
+    from conftest import call as run  # in this process: no interpreter start per script
     data, setup = base / "data", base / "mean_colour"
     labels = write_colour_cifar(data, "cifar10", 5, list(range(1, 11)))
     (base / "mean_colour.py").write_text(MODEL_PY)
@@ -146,7 +146,7 @@ def si_sweep(base):
     class): pre-trained at PLR 1e-3 (learns) and 10 (stuck at chance) for 4 epochs of batch 128 (the
     paper's batch, 3 batches per epoch: 128, 128, 44), then fine-tuned at FLRs 1e-3 and 1e-2 for 2
     epochs with --sharpness. Returns {"pretrain": dir, "finetune": dir, "data": data folder}."""
-    from conftest import run
+    from conftest import call as run  # in this process: no interpreter start per script
     data = base / "data"
     write_colour_cifar(data, "cifar10", 30, [10] * 10)
     common = ("--threads", "1")

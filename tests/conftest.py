@@ -1,4 +1,9 @@
+import contextlib
+import gc
+import importlib.util
+import io
 import os
+import random
 import re
 import selectors
 import signal
@@ -6,11 +11,17 @@ import subprocess
 import sys
 import pathlib
 import time
+import traceback
+import warnings
 
+import numpy as np
 import pytest
+import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from core.errors import main_guard  # noqa: E402
 
 
 def run(*args, check=True, timeout=600):
@@ -26,6 +37,76 @@ def run(*args, check=True, timeout=600):
 @pytest.fixture
 def sh():
     return run
+
+
+_SCRIPTS = {}  # absolute path -> the script's module, imported once per session
+
+
+def _script(path):
+    module = _SCRIPTS.get(path)
+    if module is None:
+        name = "_script_" + re.sub(r"\W", "_", os.path.relpath(path, ROOT)[:-3])
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # its `if __name__ == "__main__"` stays off: __name__ is `name`
+        _SCRIPTS[path] = module
+    return module
+
+
+def call(script, *args, check=True):
+    """Run a repository script (train.py, bench/range_test.py, ...) in this process, as `run` runs it
+    in a subprocess (from the repo root, one torch thread, main_guard's exit status); returns a
+    subprocess.CompletedProcess with the captured stdout and stderr. No interpreter start and no
+    re-import of torch: a fraction of a second instead of seconds. Everything a script changes that
+    outlives it in this process is put back afterwards: sys.argv, sys.path, the working directory,
+    torch's thread count, the SIGTERM handler (the stage loop's), the global RNGs (torch, numpy,
+    random), cuDNN's flags, os.environ and the warning filters. An uncaught exception becomes a
+    traceback on the captured stderr and exit status 1, as in a subprocess; the exception itself is
+    dropped and gc.collect() run, so that no RunDir (and its directory lock) outlives the call."""
+    path = os.path.abspath(os.path.join(ROOT, str(script)))
+    argv = [str(script), *map(str, args)]
+    saved = dict(argv=sys.argv[:], path=sys.path[:], cwd=os.getcwd(), threads=torch.get_num_threads(),
+                 sigterm=signal.getsignal(signal.SIGTERM), torch_rng=torch.random.get_rng_state(),
+                 np_rng=np.random.get_state(), py_rng=random.getstate(), environ=dict(os.environ),
+                 cudnn=(torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark))
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    gc.freeze()  # what exists now is not the call's garbage: the collection below scans only the call's objects
+    try:
+        os.chdir(ROOT)
+        sys.path.insert(0, os.path.dirname(path))  # as `python script.py` puts the script's folder first
+        sys.argv = argv
+        torch.set_num_threads(1)  # run() sets OMP_NUM_THREADS=1
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main_guard(_script(path).main)
+            except SystemExit as e:
+                if e.code is None or isinstance(e.code, int):
+                    code = e.code or 0
+                else:
+                    print(e.code, file=sys.stderr)
+                    code = 1
+            except Exception:  # noqa: BLE001 - a subprocess would print the traceback and exit 1
+                traceback.print_exc(file=sys.stderr)
+                code = 1
+    finally:
+        sys.argv = saved["argv"]
+        sys.path[:] = saved["path"]
+        os.chdir(saved["cwd"])
+        torch.set_num_threads(saved["threads"])
+        signal.signal(signal.SIGTERM, saved["sigterm"])
+        torch.random.set_rng_state(saved["torch_rng"])
+        np.random.set_state(saved["np_rng"])
+        random.setstate(saved["py_rng"])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved["cudnn"]
+        if dict(os.environ) != saved["environ"]:
+            os.environ.clear()
+            os.environ.update(saved["environ"])
+        gc.collect()  # the run's objects (RunDir: its open .lock file, the lock) go now, not some time later
+        gc.unfreeze()
+    proc = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {code} (in-process)\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
 
 
 def interrupt_at(*args, sig, moment, timeout=120):

@@ -1,5 +1,6 @@
 """Bad input: one clear line on stderr that says what is wrong (each case its own message), a non-zero
-exit, and nothing already written changes."""
+exit, and nothing already written changes. The scripts run in this process (conftest.call: no
+interpreter start per case); run_all.sh's cases run as subprocesses."""
 import hashlib
 import os
 import shutil
@@ -7,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run
+from conftest import call, run
 from test_images_data import write_cifar
 from test_own_model import MODELS_PY, write_npz
 from engine import checkpoint
@@ -27,8 +28,8 @@ def tree_digest(root):
 def world(tmp_path_factory):
     """A workspace with a finished pre-training run, a fine-tuning run and a damaged copy."""
     w = tmp_path_factory.mktemp("world")
-    run("train.py", "--smoke", "--threads", "1", "--lr", "1e-3", "1e-2", "--out", w / "pt")
-    run("finetune.py", "--smoke", "--threads", "1", "--from", w / "pt", "--lr", "1e-3", "--out", w / "ft")
+    call("train.py", "--smoke", "--threads", "1", "--lr", "1e-3", "1e-2", "--out", w / "pt")
+    call("finetune.py", "--smoke", "--threads", "1", "--from", w / "pt", "--lr", "1e-3", "--out", w / "ft")
     shutil.copytree(w / "pt", w / "pt_corrupt")
     for name in ("final.pt",):
         with open(w / "pt_corrupt" / "checkpoints" / name, "r+b") as f:
@@ -37,10 +38,10 @@ def world(tmp_path_factory):
     os.remove(w / "pt_unfinished" / "results.json")
     # an image run on tiny CIFAR-10 files, and copies whose checkpoint claims another model
     write_cifar(w / "cifar", "cifar10", sizes={**{f"data_batch_{i}": 8 for i in range(1, 6)}, "test_batch": 8})
-    run("train.py", "--dataset", "cifar10", "--data_dir", w / "cifar", "--model", "convnet_si", "--smoke",
-        "--epochs", "1", "--lr", "1e-3", "--threads", "1", "--out", w / "img")
-    run("finetune.py", "--from", w / "img", "--smoke", "--epochs", "1", "--lr", "1e-4", "--threads", "1",
-        "--out", w / "img_ft")
+    call("train.py", "--dataset", "cifar10", "--data_dir", w / "cifar", "--model", "convnet_si", "--smoke",
+         "--epochs", "1", "--lr", "1e-3", "--threads", "1", "--out", w / "img")
+    call("finetune.py", "--from", w / "img", "--smoke", "--epochs", "1", "--lr", "1e-4", "--threads", "1",
+         "--out", w / "img_ft")
     for name, change in (("img_arch", {"width": 8}), ("img_classes", {"num_classes": 100})):
         shutil.copytree(w / "img", w / name)
         path = str(w / name / "checkpoints" / "final.pt")
@@ -53,6 +54,10 @@ def world(tmp_path_factory):
     np.savez(w / "no_y_test.npz", **{k: v for k, v in good.items() if k != "y_test"})
     np.savez(w / "negative_labels.npz", **dict(good, y_train=good["y_train"] - 1))
     np.savez(w / "labels_2d.npz", **dict(good, y_train=good["y_train"][:, None]))
+    ten = dict(np.load(write_npz(w / "ten_classes.npz", classes=10)))  # y_train holds every label 0..9
+    os.remove(w / "ten_classes.npz")
+    ten["y_test"][5] = 12  # a test image of a class never trained on
+    np.savez(w / "unseen_test_label.npz", **ten)
     (w / "empty").mkdir()
     (w / "synthetic").mkdir()
     (w / "synthetic" / "sweep.txt").write_text(  # the smoke sweep started with --jobs 2
@@ -216,6 +221,9 @@ CASES = {
     "own data labels of the wrong shape": ("y_train has shape (96, 1); labels must be 1-D",
                                            "train.py", "--model", "convnet_si", "--dataset", "{w}/labels_2d.npz",
                                            "--lr", "1e-3", "--out", "{w}/new"),
+    "own data test label never trained": ("y_test has the label 12, which y_train never has",
+                                          "train.py", "--model", "convnet_si", "--dataset",
+                                          "{w}/unseen_test_label.npz", "--lr", "1e-3", "--out", "{w}/new"),
     "own data bad function": ("dataset no_such_module:load: cannot import module no_such_module",
                               "train.py", "--model", "convnet_si", "--dataset", "no_such_module:load",
                               "--lr", "1e-3", "--out", "{w}/new"),
@@ -260,7 +268,8 @@ CASES = {
 def test_bad_input_fails_cleanly(world, name):
     before = tree_digest(world)
     expected, *command = CASES[name]
-    proc = run(*[a.format(w=world) for a in command], check=False)
+    command = [a.format(w=world) for a in command]
+    proc = (run if command[0] == "bash" else call)(*command, check=False)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0, proc.stdout
     assert "Traceback" not in proc.stderr

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import run
+from conftest import call
 from test_images_data import write_cifar
 
 from analysis import sweep as report
@@ -22,8 +22,8 @@ SPLIT_KEYS = ["1-4", "5-24", "1-6", "7-24", "1-8", "9-24", "1-10", "11-24"]
 def smoke_run(tmp_path_factory):
     """A one-epoch Fashion-MNIST pre-training run (real data), trained once for this module."""
     out = tmp_path_factory.mktemp("bands") / "pt"
-    run("train.py", "--dataset", "fashion_mnist", "--model", "convnet_si", "--smoke", "--epochs", "1",
-        "--lr", "1e-3", "--threads", "1", "--out", out)
+    call("train.py", "--dataset", "fashion_mnist", "--model", "convnet_si", "--smoke", "--epochs", "1",
+         "--lr", "1e-3", "--threads", "1", "--out", out)
     return out
 
 
@@ -44,7 +44,7 @@ def _rows(d):
 
 @FMNIST
 def test_band_splits_rows(fresh_run):
-    out = run("eval_fourier.py", "--run", fresh_run, "--threads", "1", "--band_splits", "10,4,6,8").stdout
+    out = call("eval_fourier.py", "--run", fresh_run, "--threads", "1", "--band_splits", "10,4,6,8").stdout
     (row,) = _rows(fresh_run)
     # the default groups, then each split's low and mid groups; 0 and 25-32 once (shared by every split)
     assert list(row["bands"]) == ["0", "1-8", "9-24", "25-32", "1-4", "5-24", "1-6", "7-24", "1-10", "11-24"]
@@ -55,10 +55,10 @@ def test_band_splits_rows(fresh_run):
     assert row["band_split_groups"] == {"4": {"low": "1-4", "mid": "5-24"}, "6": {"low": "1-6", "mid": "7-24"},
                                         "8": {"low": "1-8", "mid": "9-24"}, "10": {"low": "1-10", "mid": "11-24"}}
     # nothing new to do: skipped; a split whose groups are there already is only recorded
-    assert "nothing to do" in run("eval_fourier.py", "--run", fresh_run, "--band_splits", "4,8").stdout
-    assert "nothing to do" in run("eval_fourier.py", "--run", fresh_run).stdout
+    assert "nothing to do" in call("eval_fourier.py", "--run", fresh_run, "--band_splits", "4,8").stdout
+    assert "nothing to do" in call("eval_fourier.py", "--run", fresh_run).stdout
     # another split adds its groups and keeps the others
-    run("eval_fourier.py", "--run", fresh_run, "--threads", "1", "--band_splits", "12")
+    call("eval_fourier.py", "--run", fresh_run, "--threads", "1", "--band_splits", "12")
     (again,) = _rows(fresh_run)
     assert again["band_splits"] == [4, 6, 8, 10, 12] and list(again["bands"])[-2:] == ["1-12", "13-24"]
     assert {k: again["bands"][k] for k in row["bands"]} == row["bands"]
@@ -67,9 +67,9 @@ def test_band_splits_rows(fresh_run):
 @FMNIST
 def test_band_splits_recorded_without_evaluation(fresh_run):
     """The default groups are split 8's: asking for it afterwards evaluates nothing, records the split."""
-    run("eval_fourier.py", "--run", fresh_run, "--threads", "1")
+    call("eval_fourier.py", "--run", fresh_run, "--threads", "1")
     before = _rows(fresh_run)[0]
-    out = run("eval_fourier.py", "--run", fresh_run, "--threads", "1", "--band_splits", "8").stdout
+    out = call("eval_fourier.py", "--run", fresh_run, "--threads", "1", "--band_splits", "8").stdout
     assert "recorded" in out and "median accuracy" not in out
     (row,) = _rows(fresh_run)
     assert row["bands"] == before["bands"] and row["test_acc"] == before["test_acc"]
@@ -81,7 +81,7 @@ def test_bad_band_splits_fail_with_one_line(fresh_run):
     """Out of range (s < 1, s >= 24 for 32x32) or not an integer: one line, exit 2, nothing written
     (no features.jsonl on a fresh run; an existing one untouched). Every bad form: test_fourier.py."""
     def bad(value):
-        p = run("eval_fourier.py", "--run", fresh_run, "--threads", "1", "--band_splits", value, check=False)
+        p = call("eval_fourier.py", "--run", fresh_run, "--threads", "1", "--band_splits", value, check=False)
         assert p.returncode == 2 and p.stdout == "", p.stdout
         assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("error: --band_splits")
         assert "1..23" in p.stderr and "Traceback" not in p.stderr
@@ -89,7 +89,7 @@ def test_bad_band_splits_fail_with_one_line(fresh_run):
     for value in ("0", "24", "4.5"):
         bad(value)
         assert not (fresh_run / "features.jsonl").exists()
-    run("eval_fourier.py", "--run", fresh_run, "--threads", "1")
+    call("eval_fourier.py", "--run", fresh_run, "--threads", "1")
     before = (fresh_run / "features.jsonl").read_bytes()
     for value in ("4,-2", "x"):
         bad(value)
@@ -121,9 +121,9 @@ def test_band_split_means():
 @FMNIST
 def test_report_band_splits(fresh_run):
     """features.jsonl of a real run -> summary.json's pre-training "band_splits" -> band_splits.png."""
-    run("eval_fourier.py", "--run", fresh_run, "--threads", "1", "--band_splits", "4,6,8,10")
+    call("eval_fourier.py", "--run", fresh_run, "--threads", "1", "--band_splits", "4,6,8,10")
     root = fresh_run.parent.parent
-    run("report.py", "--root", root)
+    call("report.py", "--root", root)
     summary = json.loads((root / "summary.json").read_text())
     (row,) = _rows(fresh_run)
     st = summary["per_plr"][0]["pretrain"]
@@ -184,8 +184,8 @@ def test_bands_figure_keeps_the_first_partition():
 @FMNIST
 def test_band_images_fashion_mnist(tmp_path):
     out = tmp_path / "fig7.png"
-    p = run("eval_fourier.py", "--band_images", "fashion_mnist", "--data_dir", tmp_path, "--out", out,
-            "--n", "2", "--threads", "1")
+    p = call("eval_fourier.py", "--band_images", "fashion_mnist", "--data_dir", tmp_path, "--out", out,
+             "--n", "2", "--threads", "1")
     assert out.stat().st_size > 0 and "0,1-8,9-24,25-32" in p.stdout and "(1, 32, 32)" in p.stdout
     assert [f.name for f in tmp_path.iterdir()] == ["fig7.png"]   # no temporary file left
 
@@ -193,8 +193,8 @@ def test_band_images_fashion_mnist(tmp_path):
 def test_band_images_tiny_cifar(tmp_path):
     write_cifar(tmp_path, "cifar10")
     out = tmp_path / "fig7.pdf"
-    p = run("eval_fourier.py", "--band_images", "cifar10", "--data_dir", tmp_path, "--out", out,
-            "--bands", "0,1-6,7-24,25-32", "--threads", "1")
+    p = call("eval_fourier.py", "--band_images", "cifar10", "--data_dir", tmp_path, "--out", out,
+             "--bands", "0,1-6,7-24,25-32", "--threads", "1")
     assert out.stat().st_size > 0 and "4 cifar10 test images of (3, 32, 32)" in p.stdout
 
 
@@ -219,7 +219,7 @@ def test_band_images_bad_input(tmp_path, args, message):
     write_cifar(tmp_path, "cifar10")
     (tmp_path / "pt").mkdir()
     before = sorted(p.name for p in tmp_path.iterdir())
-    p = run("eval_fourier.py", *[a.format(d=tmp_path) for a in args], "--data_dir", tmp_path, check=False)
+    p = call("eval_fourier.py", *[a.format(d=tmp_path) for a in args], "--data_dir", tmp_path, check=False)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and message in p.stderr, p.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 

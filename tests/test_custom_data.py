@@ -17,12 +17,13 @@ from core.errors import UserError
 
 def custom_arrays(seed=0, n_train=5, n_test=3, size=(20, 24), channels=3):
     """Tiny arrays in torchvision's dataset.data layout: (N, H, W, C) uint8, or (N, H, W) if channels
-    is None; labels 0..6 with the largest (6) only in the test split."""
+    is None; labels 0..6, every test label also in the training split (y_train starts 6, 0, 1)."""
     rng = np.random.default_rng(seed)
     shape = size if channels is None else (*size, channels)
     x_train = rng.integers(0, 256, (n_train, *shape), dtype=np.uint8)
     x_test = rng.integers(0, 256, (n_test, *shape), dtype=np.uint8)
     y_train = rng.integers(0, 6, n_train).astype(np.uint8)  # any integer dtype is accepted
+    y_train[:3] = (6, 0, 1)
     y_test = np.arange(n_test, dtype=np.int64) % 7
     y_test[-1] = 6
     return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
@@ -52,7 +53,7 @@ def test_custom_npz_colour(tmp_path):
     assert d["x_train"][1, 0, 3, 2].item() == a["x_train"][1, 3, 2, 0]  # rows and columns not swapped
     assert torch.equal(d["x_test"], torch.from_numpy(a["x_test"]).permute(0, 3, 1, 2))
     assert d["y_train"].tolist() == a["y_train"].tolist() and d["y_test"].tolist() == a["y_test"].tolist()
-    assert d["num_classes"] == 7  # 1 + the largest label, which only the test split has
+    assert d["num_classes"] == 7  # 1 + the largest label
     x = a["x_train"] / 255
     np.testing.assert_allclose(d["mean"], x.mean(axis=(0, 1, 2)), rtol=1e-12, atol=0)
     np.testing.assert_allclose(d["std"], x.std(axis=(0, 1, 2)), rtol=1e-12, atol=0)

@@ -46,7 +46,8 @@ def states(path):
     return [checkpoint.member(ckpt["state"], i) for i in range(len(ckpt["members"]))]
 
 
-@pytest.mark.parametrize("model", ["convnet_si", "resnet18_si", "resnet18"])
+@pytest.mark.parametrize("model", ["convnet_si", pytest.param("resnet18_si", marks=pytest.mark.e2e),
+                                   pytest.param("resnet18", marks=pytest.mark.e2e)])
 def test_chain_train_finetune_swa(cifar, tmp_path, model):
     si = model != "resnet18"
     tiny(model, cifar, tmp_path / "pt", "--lr", "1e-3", "5e-2", "--seed", "0", "--epochs", "2")
@@ -191,6 +192,7 @@ def test_cuda_graph_steps_equal_eager_steps(cifar, model, bf16, compile_, opt_na
 ADAM = ("--optimizer", "adam", "--weight_decay", "1e-4", "--augment", "randaugment")  # ProjectedAdam, RandAugment
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("sig, recipe", [(signal.SIGKILL, ()), (signal.SIGTERM, ()), (signal.SIGTERM, ADAM)],
                          ids=["kill", "term", "term-adam"])
 def test_image_run_interrupted_resumes_bitwise(cifar, tmp_path, sig, recipe):
@@ -238,6 +240,7 @@ def test_speed_switch_defaults():
     assert not speed_switches(flags(cuda_graph="off"), cuda)["cuda_graph"]
 
 
+@pytest.mark.e2e
 def test_compiled_step_trains_as_the_eager_one(cifar):
     # torch.compile fuses the forward and backward differently: the same training up to rounding. At a
     # small ELR, since this width-4 net is chaotic at larger ones: at ELR 2e-3 a 1e-6 relative change of

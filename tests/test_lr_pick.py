@@ -25,6 +25,7 @@ def test_set_flag():
     assert set_flag(argv, "--iters", 7)[-2:] == ["--iters", "7"]
 
 
+@pytest.mark.e2e
 def test_scan_is_the_sweeps_prefix(tmp_path):
     """A custom image setup: the scan (a fifth of 5 epochs = 1 epoch per PLR) trains the same first
     epoch as the sweep, bit for bit, and report.py's pick on the scan is scan_pick's on the sweep."""
@@ -48,6 +49,7 @@ def test_scan_is_the_sweeps_prefix(tmp_path):
     assert pick == summary["recommended_plr"] and steps == 120 // 128 + 1  # one epoch of batches
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not all(__import__("importlib").util.find_spec(m) for m in ("torch_lr_finder", "pytorch_lightning")),
                     reason="bench/requirements.txt not installed")
 def test_lr_pick_smoke_end_to_end(tmp_path):

@@ -114,6 +114,7 @@ def tiny(own, cls, out, *extra):
                "--batch_size", "32", "--threads", "1", "--out", out, *extra)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("cls, sphere", [("SICNN", True), ("Practical", False)])
 def test_own_model_through_the_whole_chain(own, tmp_path, cls, sphere):
     root = tmp_path / "mine"
@@ -151,10 +152,11 @@ def test_own_model_through_the_whole_chain(own, tmp_path, cls, sphere):
     assert torch.equal(ck["state"]["head.weight"][0], init["head.weight"]) == sphere
 
 
+@pytest.mark.e2e
 def test_own_model_sweep_with_run_all(own, tmp_path):
     proc = run("bash", "run_all.sh", "--setup", "mine", "--model", own / "my_models.py:SICNN", "--dataset",
                own / "my_data.npz", "--model_args", "width=3", "--plrs", "1e-3 1e-2 0.1", "--flrs", "1e-4 1e-3",
-               "--epochs", "2", "--ft_epochs", "2", "--seeds", "0 1", "--jobs", "2", "--out", tmp_path)
+               "--epochs", "2", "--ft_epochs", "2", "--seeds", "0 1", "--jobs", "2", "--measure", "--out", tmp_path)
     assert "sweep mine/quick finished" in proc.stdout
     summary = json.loads((tmp_path / "mine" / "summary.json").read_text())
     assert [e["plr"] for e in summary["per_plr"]] == [1e-3, 1e-2, 0.1]

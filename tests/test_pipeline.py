@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, interrupt_at, run
+from conftest import ROOT, call, interrupt_at, run
 from engine import checkpoint
 from engine.rundir import RunDir
 
@@ -24,6 +24,34 @@ def train(out, *extra):
     return run("train.py", "--smoke", "--threads", "1", "--out", out, *extra)
 
 
+
+def test_population_chain(tmp_path):
+    """One short chain of the population backend, in this process: train -> finetune -> swa -> the
+    single-feature sets -> geometry -> report, and what each stage hands the next."""
+    root = tmp_path / "synthetic"
+    pt, ft, swa = (root / s / "d0" for s in ("pretrain", "finetune", "swa"))
+    one = ("--threads", "1")
+    call("train.py", "--smoke", "--lr", "1e-3", "1e-2", "0.3", "--seed", "0", "--data_seed", "0", *one, "--out", pt)
+    call("finetune.py", "--smoke", "--from", pt, "--lr", "1e-4", "3e-3", *one, "--out", ft)
+    call("swa.py", "--smoke", "--from", pt, "--n_models", "5", *one, "--out", swa)
+    for d in (pt, ft, swa):
+        call("eval_fourier.py", "--run", d, *one)
+    call("eval_geometry.py", "--smoke", "--finetune", ft, "--swa", swa, "--low", "1e-4", "--high", "3e-3", *one,
+         "--out", root / "geometry" / "d0")
+    assert "summary: " in call("report.py", "--root", root).stdout
+    s = json.loads((root / "summary.json").read_text())
+    assert s["plrs"] == [1e-3, 1e-2, 0.3]
+    assert all(e["swa"] and e["geometry"] and len(e["pretrain"]["features_sorted"]) == 16 for e in s["per_plr"])
+    assert list(s["per_plr"][0]["finetune"]) == ["0.0001", "0.003"]
+    # SWA averaged the parent's last 5 kept steps, and fine-tuning started where pre-training ended
+    parent = checkpoint.load(RunDir(str(pt)).final_ckpt)
+    assert RunDir(str(swa)).results()["swa_steps"] == parent["kept"] == [160, 170, 180, 190, 200]
+    first = [r for r in RunDir(str(ft)).metrics() if r["step"] == 0 and r["split"] == "train"]
+    start = {r["member"]: r for r in RunDir(str(pt)).metrics() if r["step"] == 200 and r["split"] == "train"}
+    for m, r in zip(RunDir(str(ft)).members(), first):
+        assert r["loss"] == start[m["parent_member"]]["loss"]
+
+@pytest.mark.e2e
 def test_smoke_chain_end_to_end(smoke_sweep, tmp_path):
     out, proc = smoke_sweep  # run_all.sh --preset smoke --jobs 2 (conftest.py; test_summary_schema.py reads it too)
     assert "summary: " in proc.stdout and "[d1] " in proc.stdout  # two parts, side by side
@@ -121,6 +149,7 @@ def _wait_for(path, proc, timeout=120):
         time.sleep(0.02)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, sig):
     # Interrupted right after the evaluation line of a random step in 50..200 (a checkpoint, of step

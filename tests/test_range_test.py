@@ -202,6 +202,7 @@ def test_augmented_batches(cifar):
     assert not torch.equal(xp, x)  # but augmented
 
 
+@pytest.mark.e2e
 def test_cli(tmp_path):
     out = tmp_path / "rt.json"
     proc = run("bench/range_test.py", "--seed", "0", "--methods", "torch_lr_finder", "--threads", "1", "--out", out,
@@ -211,6 +212,7 @@ def test_cli(tmp_path):
     assert not proc.stderr  # the libraries' progress bars and messages are silenced
 
 
+@pytest.mark.e2e
 def test_bad_input(cifar):
     with pytest.raises(rt.UserError, match="--lr"):
         rt.setup(TICK + ["--lr", "0.1"], seed=0)

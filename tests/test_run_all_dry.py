@@ -1,62 +1,29 @@
-"""run_all.sh --dry_run for every setup it lists and every preset: the stages, where each run goes,
-the dataset and model of each setup, the paper's PLR grids (docs/protocol.md sections 3, 4, 7) and the
-scan preset's length (a fifth of the paper preset's pre-training)."""
+"""run_all.sh --dry_run for every setup of setups.ini and every preset: the stages, where each run
+goes, and that the commands carry the table's model, dataset, grids, seeds and lengths (setups.ini is
+the one source: core/setups.py reads it for run_all.sh and for these tests); the grids that follow a
+formula checked against it; the recipe flags passed to every stage; the scan preset's length."""
 import functools
 import math
+import os
 import re
 import shlex
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, run
+from conftest import run
+from core import setups
 
-SETUPS = re.search(r'^SETUPS="([^"]*)"', (ROOT / "run_all.sh").read_text(), re.M).group(1).split()
+SETUPS = setups.names()
 PRESETS = ("smoke", "quick", "paper", "scan")
 STAGES = ["pretrain", "finetune", "swa", "evaluate", "report"]
-
-# setup -> (dataset, model): the setups PROTOCOL.md describes
-EXPECTED = {"synthetic": ("tick", "mlp_si"),
-            "convnet_si_cifar10": ("cifar10", "convnet_si"), "convnet_si_cifar100": ("cifar100", "convnet_si"),
-            "resnet18_si_cifar10": ("cifar10", "resnet18_si"), "resnet18_si_cifar100": ("cifar100", "resnet18_si"),
-            "resnet18_cifar10": ("cifar10", "resnet18"), "resnet18_cifar100": ("cifar100", "resnet18"),
-            "convnet_si_fmnist": ("fashion_mnist", "convnet_si"),
-            "vit_cifar10": ("cifar10", "vit_small"), "vit_fmnist": ("fashion_mnist", "vit_small")}
-
-# PROTOCOL.md's paper grids
-SYNTHETIC_PLRS = [3.16e-5, 5.62e-5, 1.00e-4, 1.78e-4, 3.16e-4, 5.62e-4, 1.00e-3, 1.78e-3, 3.16e-3, 5.62e-3, 7.50e-3,
-                  1.00e-2, 1.33e-2, 1.78e-2, 2.37e-2, 3.16e-2, 4.22e-2, 5.62e-2, 0.1, 0.178, 0.316, 0.562, 1.0]
-RESNET18_SI_C10_PLRS = [1e-6, 2e-6, 5e-6, 1e-5, 1.4e-5, 2e-5, 3e-5, 5e-5, 7e-5, 1e-4, 1.4e-4, 2e-4, 3e-4, 5e-4, 7e-4,
-                        1e-3, 1.4e-3, 2e-3, 3e-3, 5e-3, 7e-3, 1e-2, 1.4e-2, 2e-2, 3e-2, 5e-2, 7e-2, 0.1, 0.2, 0.5, 1, 2]
-SI_PLRS = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1]
-PRACTICAL_PLRS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1]
-VIT_PLRS = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2]
-PAPER_PLRS = {"synthetic": SYNTHETIC_PLRS, "resnet18_si_cifar10": RESNET18_SI_C10_PLRS,
-              "convnet_si_cifar10": SI_PLRS, "convnet_si_cifar100": SI_PLRS, "resnet18_si_cifar100": SI_PLRS,
-              "convnet_si_fmnist": SI_PLRS, "resnet18_cifar10": PRACTICAL_PLRS, "resnet18_cifar100": PRACTICAL_PLRS,
-              "vit_cifar10": VIT_PLRS, "vit_fmnist": VIT_PLRS}
-PAPER_FLRS = {"synthetic": SYNTHETIC_PLRS[:11], "resnet18_si_cifar10": [1e-5, 3e-5, 5e-5, 7e-5, 1e-4, 1.4e-4, 2e-4,
-                                                                        2.5e-4, 3e-4]}
-# the authors' boundaries 1|2, 2A|2B, 2|3 (docs/protocol.md section 4), drawn next to the detected ones
-PAPER_BOUNDARIES = {"synthetic": [7.5e-3, 1.78e-2, 5.6e-2], "resnet18_si_cifar10": [3e-4, 1.4e-3, 2e-2],
-                    "convnet_si_cifar10": [5e-4, 2e-3, 2e-2], "convnet_si_cifar100": [2e-4, 2e-3, 0.1],
-                    "resnet18_si_cifar100": [1e-4, 2e-3, 0.1], "resnet18_cifar10": [2e-3, 0.1, None],
-                    "resnet18_cifar100": [2e-3, 0.1, None], "vit_cifar10": [1e-4, 1e-3, None]}
-# the scan's pre-training: a fifth of the paper preset's (synthetic: iterations, images: epochs)
-SCAN_LENGTH = {"synthetic": ("--iters", 8000), "vit_cifar10": ("--epochs", 100), "vit_fmnist": ("--epochs", 20)}
-
-
 OUT = "/proc/lrl_dry_run/root"  # where the dry runs point: unwritable even for root, so a write would fail
 
 
-def test_every_listed_setup_is_known():
-    assert SETUPS and set(SETUPS) == set(EXPECTED), "a new setup: add its dataset and model to EXPECTED"
-
-
 @functools.lru_cache(maxsize=None)
-def dry_run(setup, preset):
-    """{stage: [commands as word lists]} printed by run_all.sh --dry_run (a fixed --out, nothing written)."""
-    proc = run("bash", "run_all.sh", "--setup", setup, "--preset", preset, "--dry_run", "--out", OUT)
+def dry_run(setup, preset, *extra):
+    """{stage: [commands as lines]} printed by run_all.sh --dry_run (a fixed --out, nothing written)."""
+    proc = run("bash", "run_all.sh", "--setup", setup, "--preset", preset, *extra, "--dry_run", "--out", OUT)
     assert proc.stderr == ""
     stages, current = {}, None
     for line in proc.stdout.splitlines():
@@ -69,10 +36,10 @@ def dry_run(setup, preset):
 
 
 def flag(words, name):
-    """The values after --name up to the next flag (None if absent)."""
+    """The values after --name up to the next flag (None if absent; the last one if given twice)."""
     if name not in words:
         return None
-    i = words.index(name) + 1
+    i = len(words) - 1 - words[::-1].index(name) + 1
     j = next((k for k in range(i, len(words)) if words[k].startswith("--")), len(words))
     return words[i:j]
 
@@ -82,27 +49,39 @@ def split_commands(line):
     return [shlex.split(c) for c in line.split(" && ")]
 
 
+def pretrain_plrs(stages):
+    return sorted({float(p) for line in stages["pretrain"] for p in flag(shlex.split(line), "--lr")})
+
+
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("setup", sorted(EXPECTED))
-def test_dry_run(setup, preset):
+@pytest.mark.parametrize("setup", SETUPS)
+def test_dry_run_follows_the_table(setup, preset):
+    table = setups.resolve(setup, preset)
     stages = dry_run(setup, preset)
-    assert list(stages) == (["pretrain", "report"] if preset == "scan" else STAGES)
+    assert list(stages) == table["stages"] + ["report"]
     d = f"{OUT}/{setup}" + ("/scan" if preset == "scan" else "")
     (report,) = [shlex.split(line) for line in stages["report"]]
     assert report[:4] == ["python", "report.py", "--root", d]
-    paper = flag(report, "--paper_boundaries")
-    assert (paper and [None if b == "none" else float(b) for b in paper]) == PAPER_BOUNDARIES.get(setup)
-    dataset, model = EXPECTED[setup]
-    names = []
+    assert (flag(report, "--paper_boundaries") or []) == table["paper_boundaries"]
+    names, seeds = [], set()
     for line in stages["pretrain"]:
         (w,) = split_commands(line)
         assert w[:2] == ["python", "train.py"]
-        assert flag(w, "--dataset") == [dataset] and flag(w, "--model") == [model], line
+        assert flag(w, "--dataset") == [table["dataset"]] and flag(w, "--model") == [table["model"]], line
+        assert (flag(w, "--model_args") or []) == table["model_args"]
         out = flag(w, "--out")[0]
         assert out.startswith(f"{d}/pretrain/"), line
         names.append(out.rsplit("/", 1)[1])
-        assert ("--smoke" in w) == (preset == "smoke")
+        seeds.update(int(s) for s in flag(w, "--seed"))
+        assert ("--smoke" in w) == table["smoke"]
+        for k in range(0, len(table["pretrain"]), 2):  # the table's train.py flags, in the command
+            assert flag(w, table["pretrain"][k]) is not None, (line, table["pretrain"])
     assert len(set(names)) == len(names) >= 1
+    assert pretrain_plrs(stages) == sorted(float(p) for p in table["plrs"])
+    assert sorted(seeds) == table["seeds"]
+    if table["data_seeds"]:
+        assert sorted(int(s) for line in stages["pretrain"] for s in flag(shlex.split(line), "--data_seed")) == \
+            table["data_seeds"]
     if preset == "scan":
         return
     for stage, script in (("finetune", "finetune.py"), ("swa", "swa.py")):
@@ -113,6 +92,8 @@ def test_dry_run(setup, preset):
             (src,), (out,) = flag(w, "--from"), flag(w, "--out")
             assert out == f"{d}/{stage}/" + src.rsplit("/", 1)[1]  # named after the run it continues
             froms.append(src)
+            if stage == "finetune":
+                assert flag(w, "--lr") == table["flrs"]
         assert froms == [f"{d}/pretrain/{n}" for n in names]  # every pre-training run, once
     for n, line in zip(names, stages["evaluate"], strict=True):
         cmds = split_commands(line)
@@ -121,48 +102,97 @@ def test_dry_run(setup, preset):
         geo = cmds[3]
         assert flag(geo, "--finetune") == [f"{d}/finetune/{n}"] and flag(geo, "--swa") == [f"{d}/swa/{n}"]
         assert flag(geo, "--out") == [f"{d}/geometry/{n}"]
-        flrs = flag(shlex.split(stages["finetune"][0]), "--lr")
-        assert flag(geo, "--low") == flrs[:1] and flag(geo, "--high") == flrs[-1:]  # the smallest and largest FLR
+        assert flag(geo, "--low") == table["flrs"][:1] and flag(geo, "--high") == table["flrs"][-1:]
 
 
-def pretrain_plrs(stages):
-    return sorted({float(p) for line in stages["pretrain"] for p in flag(shlex.split(line), "--lr")})
+def one_two_five(lo, hi):
+    """1, 2, 5 x powers of ten from lo to hi."""
+    return [m * 10.0 ** e for e in range(-8, 3) for m in (1, 2, 5) if lo * 0.999 <= m * 10.0 ** e <= hi * 1.001]
 
 
-@pytest.mark.parametrize("setup", sorted(PAPER_PLRS))
-def test_paper_grids(setup):
-    stages = dry_run(setup, "paper")
-    assert pretrain_plrs(stages) == PAPER_PLRS[setup]
-    if setup == "synthetic":
-        # logspace(-4.5, -2.25, 10)[:-1] + logspace(-2.25, -1.25, 9)[:-1] + logspace(-1.25, 0, 6), 3 digits
-        grid = [*np.logspace(-4.5, -2.25, 10)[:-1], *np.logspace(-2.25, -1.25, 9)[:-1], *np.logspace(-1.25, 0, 6)]
-        assert len(SYNTHETIC_PLRS) == 23 and SYNTHETIC_PLRS == pytest.approx(grid, rel=5e-3)
-        # 50 runs: model seeds 0-4 x data seeds 0-9, every PLR in every part
-        words = [shlex.split(line) for line in stages["pretrain"]]
-        assert all(flag(w, "--seed") == list("01234") for w in words)
-        assert sorted(int(s) for w in words for s in flag(w, "--data_seed")) == list(range(10))
-    else:
-        seeds = [flag(shlex.split(line), "--seed") for line in stages["pretrain"]]
-        assert sorted(s for (s,) in seeds) == sorted(["0", "1", "2"] * len(PAPER_PLRS[setup]))
-    if setup in PAPER_FLRS:
-        assert {tuple(float(f) for f in flag(shlex.split(line), "--lr")) for line in stages["finetune"]} == \
-            {tuple(PAPER_FLRS[setup])}
+def test_the_grids_that_follow_a_formula():
+    # the synthetic example: logspace(-4.5, -2.25, 10)[:-1] + logspace(-2.25, -1.25, 9)[:-1] +
+    # logspace(-1.25, 0, 6), 3 significant digits; FLRs its first 11; 10 data seeds x 5 model seeds
+    syn = setups.resolve("synthetic", "paper")
+    grid = [*np.logspace(-4.5, -2.25, 10)[:-1], *np.logspace(-2.25, -1.25, 9)[:-1], *np.logspace(-1.25, 0, 6)]
+    assert [float(p) for p in syn["plrs"]] == pytest.approx(grid, rel=5e-3) and len(grid) == 23
+    assert syn["flrs"] == syn["plrs"][:11]
+    assert syn["seeds"] == list(range(5)) and syn["data_seeds"] == list(range(10))
+    for s in ("convnet_si_cifar10", "convnet_si_cifar100", "resnet18_si_cifar100", "convnet_si_fmnist"):
+        assert [float(p) for p in setups.resolve(s, "paper")["plrs"]] == pytest.approx(one_two_five(1e-5, 1))
+    for s in ("resnet18_cifar10", "resnet18_cifar100"):
+        assert [float(p) for p in setups.resolve(s, "paper")["plrs"]] == pytest.approx(one_two_five(1e-4, 1))
+    for s in ("vit_cifar10", "vit_fmnist"):
+        assert [float(p) for p in setups.resolve(s, "paper")["plrs"]] == pytest.approx(one_two_five(1e-5, 1e-2))
+    for s in SETUPS:  # grids increase; a quick grid is a part of the paper one unless the setup says otherwise
+        paper, quick = setups.resolve(s, "paper"), setups.resolve(s, "quick")
+        assert [float(p) for p in paper["plrs"]] == sorted(float(p) for p in paper["plrs"])
+        assert set(quick["flrs"]) <= set(paper["flrs"]) or s in ("convnet_si_fmnist",)
 
 
-@pytest.mark.parametrize("setup", sorted(EXPECTED))
+@pytest.mark.parametrize("setup", SETUPS)
 def test_scan_is_a_fifth_of_the_paper_pretraining(setup):
     paper, scan = dry_run(setup, "paper"), dry_run(setup, "scan")
+    table = setups.resolve(setup, "paper")
     assert pretrain_plrs(scan) == pretrain_plrs(paper)  # the paper grid, one seed
-    name, length = SCAN_LENGTH.get(setup, ("--epochs", 40))
-    default = 40000 if name == "--iters" else 200  # train.py's paper lengths when the command gives none
+    name = table["length_flag"]
     for line in scan["pretrain"]:
         w = shlex.split(line)
-        assert flag(w, "--seed") == ["0"] and flag(w, name) == [str(length)], line
-        if setup == "synthetic":
-            assert flag(w, "--data_seed") == ["0"]
-    for line in paper["pretrain"]:
+        assert flag(w, "--seed") == [str(table["seeds"][0])]
+        assert flag(w, name) == [str(math.ceil(table["pretrain_length"] / 5))], line
+        if table["data_seeds"]:
+            assert flag(w, "--data_seed") == [str(table["data_seeds"][0])]
+    default = {"--iters": 40000, "--epochs": 200}[name]  # the dataset records' lengths, when none is given
+    for line in paper["pretrain"]:  # the paper preset's length is the one the scan is a fifth of
         given = flag(shlex.split(line), name)
-        assert math.ceil(int(given[0] if given else default) / 5) == length
+        assert (int(given[0]) if given else default) == table["pretrain_length"]
+
+
+RECIPE = ["--optimizer", "adamw", "--weight_decay", "0.05", "--augment", "crop_flip", "--schedule", "cosine"]
+
+
+def test_recipe_flags_reach_every_stage():
+    stages = dry_run("mine", "quick", "--model", "convnet_si", "--dataset", "cifar10", *RECIPE, "--batch_size", "64",
+                     "--measure")
+    assert list(stages) == STAGES
+    for stage in ("pretrain", "finetune", "swa"):
+        for line in stages[stage]:
+            w = shlex.split(line)
+            for k in range(0, len(RECIPE), 2):
+                assert flag(w, RECIPE[k]) == [RECIPE[k + 1]], (stage, line)
+            assert flag(w, "--batch_size") == (["64"] if stage == "pretrain" else None)  # the others inherit it
+    built_in = dry_run("convnet_si_fmnist", "quick", "--optimizer", "sgd", "--momentum", "0.9")
+    assert all(flag(shlex.split(line), "--momentum") == ["0.9"] for s in ("pretrain", "finetune", "swa")
+               for line in built_in[s])
+
+
+def test_your_own_setup_runs_what_the_answer_needs():
+    own = ("--model", "convnet_si", "--dataset", "cifar10")
+    assert list(dry_run("mine", "quick", *own)) == ["pretrain", "finetune", "swa", "report"]
+    assert list(dry_run("mine", "quick", *own, "--measure")) == STAGES
+    assert list(dry_run("mine", "quick", *own, "--stages", "pretrain")) == ["pretrain", "report"]
+
+
+def test_model_args_take_the_same_form_as_train_py():
+    a = dry_run("mine", "quick", "--model", "convnet_si", "--dataset", "cifar10", "--model_args", "width=8",
+                "head_norm=10.0", "--plrs", "1e-3")
+    b = dry_run("mine", "quick", "--model", "convnet_si", "--dataset", "cifar10", "--model_args", "width=8 head_norm=10.0",
+                "--plrs", "1e-3")
+    assert a == b and flag(shlex.split(a["pretrain"][0]), "--model_args") == ["width=8", "head_norm=10.0"]
+
+
+def test_help_lists_every_setup():
+    text = " ".join(run("bash", "run_all.sh", "--help").stdout.split())
+    listed = re.search(r"Setups \(setups.ini[^)]*\): (.*?), or any NAME", text).group(1)
+    assert [s.strip() for s in listed.split(",")] == SETUPS
+
+
+def test_jobs_default_to_the_cores_whatever_omp_num_threads_says():
+    # run() sets OMP_NUM_THREADS=1 (which `nproc` obeys): the synthetic quick sweep still splits its two
+    # data seeds over the machine's cores
+    parts = [flag(shlex.split(line), "--data_seed") for line in dry_run("synthetic", "quick")["pretrain"]]
+    cores = min(os.cpu_count() or 1, 2)
+    assert len(parts) == cores and sorted(s for p in parts for s in p) == ["0", "1"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -103,6 +103,7 @@ def test_constant_is_the_default(cifar, tmp_path):
     assert {r["lr_now"] for r in RunDir(str(tmp_path / "run")).metrics()} == {0.1}
 
 
+@pytest.mark.e2e
 def test_cosine_killed_resumes_bitwise(cifar, tmp_path):
     epochs, at = 12, 3
     args = tiny(cifar, "--batch_size", "8", "--lr", "1e-2", "3e-1", "--epochs", str(epochs), "--schedule", "cosine")
@@ -119,6 +120,7 @@ def test_cosine_killed_resumes_bitwise(cifar, tmp_path):
     assert RunDir(str(tmp_path / "ref")).metrics() == RunDir(str(tmp_path / "cut")).metrics()
 
 
+@pytest.mark.e2e
 def test_cosine_resumes_mid_epoch_bitwise(cifar, tmp_path):
     # SIGTERM is honoured between batches: the resume starts inside an epoch, from `pos`
     epochs, at = 12, 2
@@ -186,6 +188,7 @@ def test_population_cosine_steps_and_rows(tmp_path):
     assert not torch.equal(cos["fc1.weight"], const["fc1.weight"])
 
 
+@pytest.mark.e2e
 def test_population_cosine_killed_resumes_bitwise(tmp_path):
     iters, args = 3000, ("--lr", "1e-2", "0.3", "--seed", "0", "--iters", "3000", "--checkpoint_every", "40",
                          "--schedule", "cosine", "--smoke", "--threads", "1")

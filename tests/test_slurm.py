@@ -23,6 +23,7 @@ pytestmark = [
     pytest.mark.skipif(bool(missing), reason=f"Slurm/munge not installed ({', '.join(missing)}); "
                        f"apt-get install slurmd slurmctld slurm-client munge"),
     pytest.mark.skipif(os.geteuid() != 0, reason="a throw-away Slurm cluster needs root to start jobs"),
+    pytest.mark.e2e,
 ]
 
 

@@ -11,6 +11,8 @@ import pytest
 from core.io import read_jsonl
 from engine.rundir import RunDir
 
+pytestmark = pytest.mark.e2e  # the session's run_all.sh smoke sweep
+
 SMOKE_PLRS, SMOKE_FLRS = [1e-3, 1e-2, 0.3], [1e-4, 3e-3]  # run_all.sh's synthetic smoke preset
 REGIMES = {"1", "2A", "2B", "2", "3"}
 GEOMETRY = [(q, pair) for pair in ("low_high", "swa_high", "swa_low")
@@ -41,6 +43,9 @@ def is_number(x):
 def test_top_level_keys_and_types(sweep):
     _, s = sweep
     assert (s["setup"], s["dataset"], s["model"]) == ("synthetic", "tick", "mlp_si")
+    assert s["model_args"] == {"width": 32, "num_classes": 2, "in_channels": 32}  # the SI MLP's smoke arguments
+    assert s["recipe"] == {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "augment": "none",
+                           "sphere": "on", "schedule": "constant", "batch_size": 16}  # the paper's, batch 16
     assert isinstance(s["plrs"], list) and all(is_number(p) for p in s["plrs"])
     assert s["plrs"] == sorted(set(s["plrs"])) == SMOKE_PLRS  # increasing
     assert set(s["boundaries"]) == {"1|2", "2A|2B", "2|3"}

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.skipif(not (FMNIST_SYSTEM_DIR / "train-images-idx3-ubyt
                                 reason="needs Debian's dataset-fashion-mnist")
 
 
+@pytest.mark.e2e
 def test_vit_fmnist_smoke_sweep(tmp_path):
     proc = run("bash", "run_all.sh", "--setup", "vit_fmnist", "--preset", "smoke", "--jobs", "2", "--out", tmp_path)
     assert "sweep vit_fmnist/smoke finished" in proc.stdout
