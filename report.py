@@ -16,6 +16,16 @@ from analysis.sweep import add_regimes, collect, collect_geometry, summarize
 from core.errors import Parser, UserError, main_guard
 from core.io import write_json_atomic
 
+SELECTION = {
+    "validation": "Choices (2A, the recommended PLR and range) are made on validation accuracy (a split of "
+                  "the training data, or the data's own validation set); test accuracy is reported, never "
+                  "chosen on.",
+    "test": "Choices (2A, the recommended PLR and range) are made on test accuracy, as the paper did for its "
+            "image setups (the whole training set trained on): the best PLR's test accuracy is then an "
+            "optimistic estimate. Hold out a validation set (train.py --val_size, the quick presets) for an "
+            "unbiased one."}
+
+
 def model_text(summary):
     """The model's constructor arguments, e.g. "width=8, 10 classes, 1 input channel"."""
     args = dict(summary.get("model_args") or {})
@@ -45,6 +55,7 @@ def write_report_md(summary, root, drawn):
              f"Dataset `{summary['dataset']}`, model `{summary['model']}` ({model_text(summary)}), "
              f"{len(summary['plrs'])} PLRs ({fmt(summary['plrs'][0])} ... {fmt(summary['plrs'][-1])}).", "",
              f"Recipe: {recipe_text(summary.get('recipe'))}. Every LR here is for this recipe.", "",
+             SELECTION.get(summary.get("selection"), ""), "",
              f"**Recommended initial (pre-training) LR: {fmt(summary['recommended_plr'])}**"
              + (f" - {summary['recommendation_reason']}" if summary.get("recommendation_reason") else ""), "",
              f"**Recommended range: {' .. '.join(map(fmt, summary.get('recommended_range') or [])) or 'none'}**"
@@ -55,12 +66,14 @@ def write_report_md(summary, root, drawn):
         br = (summary.get("brackets") or {}).get(k)
         lines.append(f"| {k} | {fmt(b.get(k))} | {'-' if not br else f'{fmt(br[0])} .. {fmt(br[1])}'} | "
                      f"{fmt(paper.get(k))} |")
-    lines += ["", "| PLR | regime | PT train loss | PT test % | SWA test % | FT test % (each FLR) | angle FT-low/high |",
-              "|---|---|---|---|---|---|---|"]
+    split = "val" if summary.get("selection") == "validation" else "test"
+    lines += ["", f"| PLR | regime | score ({split} %, +- s.e.) | PT train loss | PT test % | SWA test % | "
+                  f"FT test % (each FLR) | angle FT-low/high |", "|---|---|---|---|---|---|---|---|"]
     for e in summary["per_plr"]:
         ft = " / ".join(pct(s["test_acc"]) for _, s in sorted(e["finetune"].items(), key=lambda kv: float(kv[0])))
-        geo = (e.get("geometry") or {}).get("angle_low_high")
-        lines.append(f"| {fmt(e['plr'])} | {e.get('regime') or '-'} | {fmt(e['pretrain']['train_loss'])} | "
+        geo, sc = (e.get("geometry") or {}).get("angle_low_high"), e.get("score")
+        score = "-" if not sc else pct(sc["mean"]) + (f" +- {100 * sc['se']:.1f}" if sc["se"] is not None else "")
+        lines.append(f"| {fmt(e['plr'])} | {e.get('regime') or '-'} | {score} | {fmt(e['pretrain']['train_loss'])} | "
                      f"{pct(e['pretrain']['test_acc'])} | {pct((e['swa'] or {}).get('test_acc'))} | {ft or '-'} | "
                      f"{fmt(geo)} |")
     if summary.get("rule"):

@@ -282,6 +282,33 @@ def plot_sharpness(summary, figdir):
     return _save(fig, figdir, "sharpness")
 
 
+def lr_pick_figure(summary, lr_pick, figdir):
+    """bench/lr_pick.py's figure (lr_free.png): the sweep's score (mean fine-tuned/SWA accuracy on the
+    selection split, +- its standard error) against the PLR with the regimes shaded, and where each
+    method's LR lands: the picks (per eval seed) and the learning-rate-free optimizers' effective LRs
+    (the geometric mean over a run, per eval seed; off the sphere the step size over the weights'
+    squared norm), each a row of markers below the curve."""
+    per = [e for e in summary["per_plr"] if e.get("score")]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    shade_regimes(ax, summary)
+    if per:
+        ax.errorbar([e["plr"] for e in per], [100 * e["score"]["mean"] for e in per],
+                    yerr=[100 * (e["score"]["se"] or 0) for e in per], color="k", marker="o", ms=3,
+                    label=f"sweep: mean fine-tuned/SWA {summary.get('selection', 'test')} accuracy")
+    lo = min([100 * e["score"]["mean"] for e in per] or [0]) - 5
+    methods = [(m, e) for m, e in lr_pick["methods"].items() if (e["lrs"] or e["effective_lrs"])]
+    cmap = plt.get_cmap("tab10")
+    for k, (m, e) in enumerate(methods):
+        xs = [v for v in (e["lrs"] or e["effective_lrs"]) if v]
+        ax.scatter(xs, [lo - 1.5 * k] * len(xs), color=cmap(k % 10), marker="|" if e["lrs"] else "x", s=80,
+                   label=f"{m} ({e['kind']})")
+    ax.set(xscale="log", xlabel="PLR / effective LR (ELR)", ylabel="accuracy %",
+           title=f"{summary['setup']}: where each method's LR lands (picks |, learning-rate-free x)")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.grid(alpha=0.3)
+    return _save(fig, figdir, "lr_free")
+
+
 def draw_all(summary, figdir):
     """Every figure whose data the summary holds; returns their names."""
     plots = (plot_pretrain, plot_accuracy, plot_train_loss, plot_features, plot_bands, plot_band_splits,

@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from analysis.regimes import label_regimes, recommended_range
+from analysis.regimes import PLRResult, label_regimes, standard_error
 from core.errors import UserError
 from core.io import read_jsonl
 from engine.rundir import RunDir
@@ -117,7 +117,10 @@ def band_split_means(recs):
 
 def stage_summary(recs):
     out = {}
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
+        if key.startswith("val") and not all(r.get(key) is not None for r in recs):
+            out[key] = out[f"{key}_std"] = None  # no validation set: the paper's protocol
+            continue
         out[key], out[f"{key}_std"] = mean_std([r[key] for r in recs])
     out["n_seeds"] = len(recs)
     out["features_sorted"], out["features_sorted_std"] = sorted_features(recs)
@@ -171,54 +174,62 @@ def mean_curve(recs):
     return [(s, float(np.mean([c[s] for c in curves]))) for s in steps]
 
 
+def selection(records):
+    """The split choices are made on: "validation" where every fine-tuned and SWA member (or, for a
+    scan, every pre-trained one) was evaluated on a validation set, else "test" (the paper's protocol
+    for its image setups: the whole training set is trained on)."""
+    stages = [r for r in records if r["stage"] in ("finetune", "swa")] or records
+    return "validation" if stages and all(r.get("val_acc") is not None for r in stages) else "test"
+
+
 def add_regimes(summary, records, notes):
-    """Fill regime, boundaries, recommended_plr (analysis/regimes.py: the rule, printed in report.md)."""
+    """Fill regime, boundaries, the recommended PLR and range, each PLR's score (analysis/regimes.py:
+    the rule, printed in report.md), all chosen on `selection(records)`."""
     per = summary["per_plr"]
     meta = next(r["meta"] for r in records if r["stage"] == "pretrain")
-    chance = meta.get("chance")
+    chance, split = meta.get("chance"), selection(records)
+    summary["selection"] = split
     if chance is None:
         notes.append("the pre-training runs record no chance level (config.json meta); regimes not labelled")
         return
-    curves = []
+    sweep = []
     for e in per:  # the second half of pre-training: still falling (regime 1) or flat (regime 2)?
         c = mean_curve([r for r in records if r["stage"] == "pretrain" and r["plr"] == e["plr"]])
-        curves.append([p for p in c if p[0] >= c[-1][0] / 2] if c else None)
-    stats = [seed_quality(records, e["plr"]) for e in per]
-    try:
-        out = label_regimes(
-            [e["plr"] for e in per], [e["pretrain"]["train_loss"] for e in per],
-            [e["pretrain"]["train_acc"] for e in per], chance,
-            ft_acc=[{k: s["test_acc"] for k, s in e["finetune"].items()} or None for e in per],
-            swa_acc=[e["swa"]["test_acc"] if e["swa"] else None for e in per], loss_curves=curves,
-            pt_test_acc=[e["pretrain"]["test_acc"] for e in per],
-            practical=meta.get("recipe", {}).get("sphere") == "off",  # off the sphere: docs/protocol.md section 6
-            quality_stats=stats)
+        score = seed_quality(records, e["plr"], split)
+        e["score"] = None if score is None else {"split": split, "mean": score[0], "se": standard_error(score),
+                                                 "n_seeds": score[2]}
+        sweep.append(PLRResult(e["plr"], e["pretrain"]["train_loss"], e["pretrain"]["train_acc"],
+                               pretrain_acc=e["pretrain"]["val_acc" if split == "validation" else "test_acc"],
+                               score=score,
+                               curve=[p for p in c if p[0] >= c[-1][0] / 2] if c else None))
+    try:  # off the sphere: the practical rule, docs/protocol.md section 6
+        out = label_regimes(sweep, chance, practical=meta.get("recipe", {}).get("sphere") == "off", split=split)
     except ValueError as err:
         notes.append(f"regimes not labelled: {err}")
         return
     for e, label in zip(per, out["labels"]):
         e["regime"] = label
     summary.update(boundaries=out["boundaries"], brackets=out["brackets"], recommended_plr=out["recommended_plr"],
-                   recommendation_reason=out["reason"], two_a_test=out["two_a_test"], rule=out["rule"])
-    # among the PLRs that do not diverge, as the recommendation itself
-    rng = recommended_range([e["plr"] for e in per], [None if e["regime"] == "3" else q for e, q in zip(per, stats)])
-    summary.update(recommended_range=rng["range"], recommended_range_plrs=rng["plrs"],
-                   recommended_range_reason=rng["reason"])
+                   recommendation_reason=out["reason"], two_a_test=out["two_a_test"], rule=out["rule"],
+                   recommended_range=out["range"], recommended_range_plrs=out["range_plrs"],
+                   recommended_range_reason=out["range_reason"], not_learned=out["not_learned"])
 
 
-def per_seed_quality(records, plr):
-    """{(seed, data_seed): quality} of one PLR: each seed's mean test accuracy over its fine-tuned
-    members (every FLR) and its SWA member: what the recommendation ranks PLRs by."""
+def per_seed_quality(records, plr, split="test"):
+    """{(seed, data_seed): quality} of one PLR: each seed's mean accuracy on `split` ("validation" or
+    "test") over its fine-tuned members (every FLR) and its SWA member: what PLRs are ranked by."""
+    acc = "val_acc" if split == "validation" else "test_acc"
     per_seed = defaultdict(list)
     for r in records:
-        if key(r["plr"]) == key(plr) and r["stage"] in ("finetune", "swa") and np.isfinite(r["test_acc"]):
-            per_seed[(r["seed"], r.get("data_seed"))].append(r["test_acc"])
+        if key(r["plr"]) == key(plr) and r["stage"] in ("finetune", "swa") and r.get(acc) is not None \
+                and np.isfinite(r[acc]):
+            per_seed[(r["seed"], r.get("data_seed"))].append(r[acc])
     return {u: float(np.mean(v)) for u, v in per_seed.items()}
 
 
-def seed_quality(records, plr):
+def seed_quality(records, plr, split="test"):
     """(mean, std, seeds) over the PLR's seeds of `per_seed_quality`, or None."""
-    q = list(per_seed_quality(records, plr).values())
+    q = list(per_seed_quality(records, plr, split).values())
     if not q:
         return None
     return float(np.mean(q)), float(np.std(q)), len(q)
@@ -292,10 +303,11 @@ def scan_pick(rd_list, unit, budget, chance, practical, with_bracket=False):
                 rows[members[r["member"]]["plr"]].append(r)
     plrs = sorted(rows)
     last = {p: max(r["step"] for r in rows[p]) for p in plrs}
-    at = lambda p, split: next(r for r in rows[p] if r["step"] == last[p] and r["split"] == split)  # noqa: E731
-    curves = [[(r["step"], r["loss"]) for r in rows[p] if r["split"] == "train" and r["step"] >= last[p] / 2]
-              for p in plrs]
-    out = label_regimes(plrs, [at(p, "train")["loss"] for p in plrs], [at(p, "train")["acc"] for p in plrs], chance,
-                        loss_curves=curves, pt_test_acc=[at(p, "test")["acc"] for p in plrs], practical=practical)
+    at = lambda p, split: next((r for r in rows[p] if r["step"] == last[p] and r["split"] == split), None)  # noqa
+    held = "val" if all(at(p, "val") for p in plrs) else "test"  # the choice: on validation where there is one
+    out = label_regimes([PLRResult(p, at(p, "train")["loss"], at(p, "train")["acc"], pretrain_acc=at(p, held)["acc"],
+                                   curve=[(r["step"], r["loss"]) for r in rows[p]
+                                          if r["split"] == "train" and r["step"] >= last[p] / 2]) for p in plrs],
+                        chance, practical=practical, split="validation" if held == "val" else "test")
     pick = (out["recommended_plr"], out["brackets"]["1|2"]) if with_bracket else out["recommended_plr"]
     return pick, max(last.values())

@@ -1,35 +1,34 @@
-"""Our recommended initial LR against the LR range tests practitioners use (docs/protocol.md section 9).
+"""Our recommended initial LR against what practitioners do instead, scored on seeds the choice never
+saw, at the cost of each (docs/protocol.md section 9).
 
-  python bench/lr_pick.py --setup synthetic --preset paper --n_seeds 10      # the first 10 seed pairs
-  python bench/lr_pick.py --setup convnet_si_fmnist --seeds "0 1 2"
-  python bench/lr_pick.py --setup synthetic --preset smoke --out /tmp/runs    # seconds (the tests)
-  # -> ROOT/SETUP/lr_pick.json and a table; its runs in ROOT/SETUP/lr_pick/
+  python bench/lr_pick.py --setup synthetic --preset paper --eval_seeds "100 101 102 103 104 105 106 107 108 109"
+  python bench/lr_pick.py --setup convnet_si_fmnist --seeds "0 1 2" --eval_seeds "10 11 12"
+  python bench/lr_pick.py --setup synthetic --preset smoke --eval_seeds "7 8" --out /tmp/runs   # seconds (tests)
+  # -> ROOT/SETUP/lr_pick.json, ROOT/SETUP/figures/lr_free.png and a table; its runs in ROOT/SETUP/lr_pick/
 
-For each seed (a model seed, or a (data seed, model seed) pair where data are drawn per seed) every
-method picks an initial LR:
-  recommended      report.py's recommended PLR from the whole sweep (bash run_all.sh, all its seeds);
-  scan             the same rule on the first fifth of each PLR's pre-training alone, one seed
-                   (what `run_all.sh --preset scan` runs: its runs are the prefixes of the sweep's);
-  torch_lr_finder  LRFinder.range_test and its steepest-descent suggestion (bench/range_test.py);
-  lightning        Tuner.lr_find and its suggestion (bench/range_test.py), both on one thread (the
-                   suggestion moves with the summation order, so with the number of threads);
-  grid_best        the sweep's PLR with the best mean fine-tuned/SWA accuracy over the compared
-                   seeds: an oracle, which knows the results.
-A model pre-trained at the picked LR (the setup's pre-training) is then (a) fine-tuned at the setup's
-low FLR, (b) averaged with the setup's SWA, and (c) trained instead with a cosine decay from that LR
-to zero over the pre-training + fine-tuning steps, the way an lr_find pick is used. Runs at a PLR of
-the sweep reuse the sweep's; the others are trained here with the setup's own commands
-(`run_all.sh --dry_run`), `--jobs` at a time; finished runs are skipped, so a rerun continues.
+The sweep (run_all.sh with the setup's --seeds) makes our choice, on validation accuracy; every method
+is then scored by training fresh seeds that are not the sweep's (--eval_seeds: model seed S, and data
+seed S where data are drawn per seed), on their test sets:
+  recommended      the sweep's recommended PLR
+  scan             run_all.sh --preset scan's pick (its seed: the sweep's first)
+  torch_lr_finder  LRFinder.range_test's steepest-descent suggestion (bench/range_test.py), per eval seed
+  lightning        Tuner.lr_find's suggestion, per eval seed (both on one thread: the suggestion moves with
+                   the summation order)
+  prodigy, dadaptation, schedulefree   learning-rate-free optimizers through their packages
+                   (bench/arms.py); on a scale-invariant setup also on the sphere (NAME_sphere)
+  default          a good fixed default (bench/arms.py)
+  grid_best        an oracle: the grid's PLR with the best mean test accuracy after fine-tuning at the low
+                   FLR on the eval seeds themselves (it knows the results it is scored on)
+A pick is trained three ways on every eval seed, with the setup's own commands: pre-training at the
+pick then fine-tuning at the setup's low FLR (the paper's protocol), SWA, and a cosine decay from the
+pick to zero over the pre-training + fine-tuning length. Each method's `final_acc` is what its user
+would ship: ours (and the oracle) the fine-tuned model, the range tests the cosine run, the others
+their own schedule. Finished runs are skipped, so a rerun continues where it stopped.
 
-Cost: training steps (one optimizer step of one model) spent to make the pick - the whole sweep for
-`recommended` and `grid_best`, the scan's runs for `scan`, the steps the range test took.
-lr_pick.json: {"setup", "preset", "seeds": [...], "methods": {NAME: {"lrs": [per seed], "cost_steps",
-"finetune_acc_mean", "finetune_acc_std", "swa_acc_mean", "swa_acc_std", "cosine_acc_mean",
-"cosine_acc_std", "n": seeds with results, "per_seed": [...], "vs_recommended": {"finetune" | "swa" |
-"cosine": {"mean", "se", "n"}}}}} (std: over seeds, population std; vs_recommended: the paired
-difference from `recommended` on the same seeds, and its standard error).
+Costs, in runs (one pre-training + fine-tuning run of the setup, counted in optimizer steps of one
+model): the sweep all its runs (pre-training, every FLR, SWA's continuation); the scan its runs; a
+range test its steps plus the run it picks for; an LR-free or default arm 1.
 """
-import argparse
 import json
 import math
 import os
@@ -45,14 +44,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
-from analysis.sweep import collect, key, per_seed_quality, read_sweep, results_index, run_steps, scan_pick  # noqa: E402
-from core.errors import UserError, main_guard  # noqa: E402
+from analysis.sweep import collect, key, read_sweep, results_index, run_steps  # noqa: E402
+from arms import ARMS, LR_FREE, PACKAGES  # noqa: E402
+from core import setups  # noqa: E402
+from core.errors import Parser, UserError, main_guard  # noqa: E402
 from core.io import write_json_atomic  # noqa: E402
 from engine.rundir import RunDir  # noqa: E402
 
-SCAN_FRACTION = 5  # run_all.sh's scan: a fifth of the pre-training
-RANGE_METHODS = ("torch_lr_finder", "lightning")
-METHODS = ("recommended", "scan") + RANGE_METHODS + ("grid_best",)
+PICKS = ("recommended", "scan", "torch_lr_finder", "lightning", "grid_best")
+RANGE_TESTS = ("torch_lr_finder", "lightning")
+METHODS = PICKS[:4] + ARMS + PICKS[4:]
+KIND = {"recommended": "pick", "scan": "pick", "torch_lr_finder": "pick", "lightning": "pick", "grid_best": "oracle",
+        "default": "default", **{a: "lr_free" for a in LR_FREE}}
+REQUIRES = {"torch_lr_finder": "torch_lr_finder", "lightning": "pytorch_lightning", **PACKAGES}
 
 
 # ---------------------------------------------------------------- the setup's commands
@@ -121,190 +125,318 @@ def run_commands(cmds, jobs, log_dir):
                     raise UserError(f"{name} failed ({log.name}): {' '.join(tail)}")
 
 
-# ---------------------------------------------------------------- what the sweep holds
+# ---------------------------------------------------------------- the sweep, the scan and what they cost
 
-def seed_quality(records, plrs, unit):
-    """Per PLR: this seed's mean fine-tuned (every FLR) and SWA test accuracy, or None."""
-    return {p: per_seed_quality(records, p).get(unit) for p in plrs}
+class Setup:
+    """The setup's commands (run_all.sh --dry_run), lengths and the unit of its costs."""
+
+    def __init__(self, run_all_args, sweep_dir):
+        cmds = dry_run(run_all_args)
+        self.pt0, self.ft0, self.swa0 = cmds["pretrain"][0], cmds["finetune"][0], cmds["swa"][0]
+        self.low = key(flag(self.ft0, "--lr")[0])
+        pt_run = RunDir(os.path.join(sweep_dir, "pretrain", sorted(os.listdir(os.path.join(sweep_dir, "pretrain")))[0]))
+        ft_dir = os.path.join(sweep_dir, "finetune")
+        ft_run = RunDir(os.path.join(ft_dir, sorted(os.listdir(ft_dir))[0]))
+        pt_args, ft_args = pt_run.config()["args"], ft_run.config()["args"]
+        self.per_seed_data = pt_args.get("data_seed") is not None
+        self.length_flag = "--iters" if pt_args.get("iters") else "--epochs"
+        self.pt_len = pt_args.get("epochs") or pt_args["iters"]
+        self.ft_len = ft_args.get("epochs") or ft_args["iters"]
+        self.meta = pt_run.config()["meta"]
+        # one run, in optimizer steps of one model: its pre-training and fine-tuning steps
+        last = lambda rd: max(r["step"] for r in rd.metrics())  # noqa: E731
+        self.pt_steps, self.ft_steps = last(pt_run), last(ft_run)
+        self.run_steps = self.pt_steps + self.ft_steps
+        self.train_flags = set_flag(set_flag(set_flag(set_flag(self.pt0[2:], "--lr"), "--seed"), "--data_seed"),
+                                    "--out")
+
+    def name(self, lr, u):
+        """A run's name: its PLR (None: a population of every PLR) and its seed."""
+        return ("" if lr is None else f"plr{lr:g}_") + f"s{u[0]}" + (f"_d{u[1]}" if self.per_seed_data else "")
+
+    def pretrain(self, lr, u, out, **more):
+        argv = set_flag(set_flag(self.pt0, "--lr", lr), "--seed", u[0])
+        if self.per_seed_data:
+            argv = set_flag(argv, "--data_seed", u[1])
+        for k, v in more.items():
+            argv = set_flag(argv, f"--{k}", v)
+        return set_flag(argv, "--out", out)
+
+
+def units(seeds, per_seed_data):
+    """Seeds as (model seed, data seed) units: data seed = model seed where data are drawn per seed."""
+    return [(s, s if per_seed_data else None) for s in seeds]
 
 
 # ---------------------------------------------------------------- main
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--setup", required=True, help="a run_all.sh setup (or your own, with --run_all flags)")
     p.add_argument("--preset", default="quick", help="the sweep's preset (run_all.sh)")
     p.add_argument("--out", default="runs", help="ROOT of run_all.sh (the sweep is ROOT/SETUP)")
     p.add_argument("--seeds", default=None, help="the sweep's model seeds (run_all.sh --seeds, quoted list)")
-    p.add_argument("--n_seeds", type=int, default=10, help="compare on the sweep's first N seeds (default 10)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--eval_seeds", required=True, help="the held-out seeds every method is scored on (quoted list, "
+                   "at least 3 outside the sweep's model and data seeds; data seed = model seed where data are "
+                   "drawn per seed)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"of {' '.join(METHODS)}")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time (1 thread each)")
     p.add_argument("--run_all", default="", help="more run_all.sh flags, quoted (e.g. '--data_dir DIR')")
     args = p.parse_args()
-    if args.n_seeds < 1 or args.jobs < 1:
-        raise UserError("--n_seeds and --jobs must be positive")
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad:
+        raise UserError(f"--methods {bad[0]}: unknown; known: {' '.join(METHODS)}")
+    missing = [REQUIRES[m] for m in args.methods if m in REQUIRES and not _importable(REQUIRES[m])]
+    if missing:
+        raise UserError(f"the package {missing[0]} is missing: pip install -r bench/requirements.txt")
+    try:
+        eval_seeds = [int(s) for s in args.eval_seeds.split()]
+    except ValueError:
+        raise UserError(f"--eval_seeds {args.eval_seeds!r}: give non-negative integers")
+    if args.jobs < 1 or not eval_seeds or min(eval_seeds) < 0 or len(set(eval_seeds)) != len(eval_seeds):
+        raise UserError("--jobs must be positive and --eval_seeds distinct non-negative integers")
+    table = setups.resolve(args.setup, args.preset, custom=args.setup not in setups.names())
+    sweep_seeds = [int(x) for x in args.seeds.split()] if args.seeds else table["seeds"]
+    overlap = sorted(set(eval_seeds) & (set(sweep_seeds) | set(table["data_seeds"])))
+    if overlap:
+        raise UserError(f"--eval_seeds {' '.join(map(str, overlap))}: the sweep uses these seeds; give held-out ones")
+    if len(eval_seeds) < 3:
+        raise UserError(f"--eval_seeds: give at least 3 held-out seeds (got {len(eval_seeds)})")
     root = os.path.abspath(args.out)
     ra = ["--setup", args.setup, "--preset", args.preset, "--out", root, "--jobs", str(args.jobs),
           *(["--seeds", args.seeds] if args.seeds else []), *shlex.split(args.run_all)]
     sweep = os.path.join(root, args.setup)
     here = os.path.join(sweep, "lr_pick")
 
-    # 1. the sweep (finished runs are skipped)
+    # 1. the sweep (finished runs are skipped): our choice, on validation accuracy
     print(f"== the sweep: bash run_all.sh {' '.join(map(shlex.quote, ra))} --stages 'pretrain finetune swa'")
-    rc = subprocess.run(["bash", os.path.join(REPO, "run_all.sh"), *ra, "--stages", "pretrain finetune swa"],
-                        cwd=REPO).returncode
-    if rc:
-        raise UserError(f"the sweep failed (run_all.sh exit {rc})")
-    summary, records, units, pt_rd = read_sweep(sweep)
-    index = results_index(records)
-    units = units[:args.n_seeds]
+    if subprocess.run(["bash", os.path.join(REPO, "run_all.sh"), *ra, "--stages", "pretrain finetune swa"],
+                      cwd=REPO).returncode:
+        raise UserError("the sweep failed (run_all.sh)")
+    summary, records, sweep_units, _ = read_sweep(sweep)
+    s = Setup(ra, sweep)
+    evals = units(eval_seeds, s.per_seed_data)
     plrs = [key(e["plr"]) for e in summary["per_plr"]]
-    regimes = {key(e["plr"]): e["regime"] for e in summary["per_plr"]}
-    cmds = dry_run(ra)
-    pt0, ft0, swa0 = cmds["pretrain"][0], cmds["finetune"][0], cmds["swa"][0]
-    low = key(flag(ft0, "--lr")[0])
-    pt_args = pt_rd[0].config()["args"]
-    meta = pt_rd[0].config()["meta"]
-    per_seed_data = pt_args.get("data_seed") is not None
-    length_flag = "--epochs" if pt_args.get("epochs") else "--iters"
-    ft_args = RunDir(os.path.join(sweep, "finetune", os.listdir(os.path.join(sweep, "finetune"))[0])).config()["args"]
-    pt_len, ft_len = pt_args.get("epochs") or pt_args["iters"], ft_args.get("epochs") or ft_args["iters"]
-    sweep_cost = run_steps(sweep)
-    print(f"{len(units)} seeds {units}; PLRs {plrs}; low FLR {low:g}; pre-training {pt_len}, fine-tuning {ft_len} "
-          f"({length_flag[2:]}); the sweep took {sweep_cost:,} training steps")
+    print(f"sweep seeds {sweep_units}, eval seeds {evals}; PLRs {plrs}; low FLR {s.low:g}; one run = "
+          f"{s.run_steps:,} steps ({s.pt_len} + {s.ft_len} {s.length_flag[2:]})")
 
-    # 2. the picks
-    picks, cost = {m: {} for m in args.methods}, {}
-    good = [p for p in plrs if regimes.get(p) != "3"]
-    quality = {u: seed_quality(records, plrs, u) for u in units}
-    if "recommended" in picks:
+    # 2. the picks and their costs
+    picks, cost = {}, {}
+    if "recommended" in args.methods:
         rec = summary["recommended_plr"]
-        picks["recommended"] = {u: None if rec is None else key(rec) for u in units}
-        cost["recommended"] = sweep_cost
-    if "grid_best" in picks:
-        mean_q = {p: np.mean([quality[u][p] for u in units]) for p in good if all(quality[u][p] is not None
-                                                                                for u in units)}
-        best = max(mean_q, key=lambda p: (mean_q[p], -p)) if mean_q else None
-        picks["grid_best"] = {u: best for u in units}
-        cost["grid_best"] = sweep_cost
-    if "scan" in picks:
-        budget = -(-pt_len // SCAN_FRACTION)
-        practical = meta.get("recipe", {}).get("sphere") == "off"
-        steps = []
-        for u in units:
-            pick, s = scan_pick(pt_rd, u, budget, meta["chance"], practical)
-            picks["scan"][u] = None if pick is None else key(pick)
-            steps.append(s * len(plrs))
-        cost["scan"] = int(np.mean(steps))
-    ranged = [m for m in RANGE_METHODS if m in picks]
-    rt_file = os.path.join(here, "range_tests.json")
-    done = json.load(open(rt_file)) if os.path.exists(rt_file) else {}
+        picks["recommended"] = {u: None if rec is None else key(rec) for u in evals}
+        cost["recommended"] = run_steps(sweep) / s.run_steps
+    if "scan" in args.methods:
+        scan_args = ra + ["--preset", "scan", "--seeds", str(sweep_units[0][0])]
+        print("== the scan: bash run_all.sh " + " ".join(map(shlex.quote, scan_args)))
+        if subprocess.run(["bash", os.path.join(REPO, "run_all.sh"), *scan_args], cwd=REPO).returncode:
+            raise UserError("the scan failed (run_all.sh --preset scan)")
+        scan = json.load(open(os.path.join(sweep, "scan", "summary.json")))
+        picks["scan"] = {u: None if scan["recommended_plr"] is None else key(scan["recommended_plr"]) for u in evals}
+        cost["scan"] = (scan.get("scan") or {}).get("cost_runs") or run_steps(os.path.join(sweep, "scan")) / s.run_steps
+    ranged = [m for m in RANGE_TESTS if m in args.methods]
     if ranged:
-        from range_test import range_tests  # the benchmark's own requirements (bench/requirements.txt)
-        import torch
-        torch.set_num_threads(1)  # the suggestion depends on the summation order: the same on every machine
-        flags = set_flag(set_flag(set_flag(set_flag(pt0[2:], "--lr"), "--seed"), "--data_seed"), "--out")
-        rt_steps = defaultdict(list)
-        for u in units:
-            name = f"s{u[0]}" + (f"_d{u[1]}" if u[1] is not None else "")
-            if not all(m in done.get(name, {}) for m in ranged):
-                t0 = time.perf_counter()
-                done[name] = dict(done.get(name, {}), **range_tests(flags, u[0], u[1], methods=ranged))
-                print(f"range tests {name}: " + ", ".join(f"{m} {done[name][m]['elr']}" for m in ranged)
-                      + f" ({time.perf_counter() - t0:.0f} s)")
-                os.makedirs(here, exist_ok=True)
-                write_json_atomic(rt_file, done)
-            for m in ranged:
-                e = done[name][m]["elr"]
-                picks[m][u] = None if e is None or not math.isfinite(e) or e <= 0 else key(e)
-                rt_steps[m].append(done[name][m]["steps"])
-        cost.update({m: int(np.mean(rt_steps[m])) for m in ranged})
+        tests = range_tests(s, evals, ranged, here)
+        for m in ranged:
+            picks[m] = {u: tests[u][m]["pick"] for u in evals}
+            cost[m] = 1 + float(np.mean([tests[u][m]["steps"] for u in evals])) / s.run_steps
 
-    # 3. runs at the picked LRs: pre-training, fine-tuning at the low FLR, SWA where the sweep has none
-    # for that (PLR, seed), and the cosine runs for every pick
-    need = sorted({(u, lr) for m in picks for u, lr in picks[m].items() if lr is not None})
-    waves = [[], []]
-    for u, lr in need:
-        name = f"plr{lr:g}_s{u[0]}" + (f"_d{u[1]}" if per_seed_data else "")
-        base = set_flag(set_flag(pt0, "--lr", lr), "--seed", u[0])
-        if per_seed_data:
-            base = set_flag(base, "--data_seed", u[1])
-        cos = set_flag(set_flag(set_flag(base, "--schedule", "cosine"), length_flag, pt_len + ft_len),
-                       "--out", os.path.join(here, "cosine", "pretrain", name))
-        waves[0].append((f"cosine_{name}", cos))
-        if ("finetune", lr, low) + u in index and ("swa", lr, None) + u in index:
-            continue
-        pt_dir = os.path.join(here, "pretrain", name)
-        waves[0].append((f"pretrain_{name}", set_flag(base, "--out", pt_dir)))
-        waves[1].append((f"finetune_{name}", set_flag(set_flag(set_flag(ft0, "--from", pt_dir), "--lr", low),
-                                                      "--out", os.path.join(here, "finetune", name))))
-        waves[1].append((f"swa_{name}", set_flag(set_flag(swa0, "--from", pt_dir),
-                                                 "--out", os.path.join(here, "swa", name))))
-    for wave in waves:
-        todo = [(n, a) for n, a in wave if not RunDir(flag(a, "--out")[0]).is_complete()]
-        print(f"== {len(todo)} of {len(wave)} runs to train, {args.jobs} at a time")
-        run_commands(todo, args.jobs, os.path.join(here, "logs"))
+    # 3. the eval seeds' grid (pre-training and fine-tuning at the low FLR: the oracle's, and most picks'),
+    # then SWA and the cosine runs of every pick, then the arms
+    grid = heldout_grid(s, plrs, evals, args.jobs, here)
+    if "grid_best" in args.methods:
+        means = {p: np.mean([grid.get(("finetune", p, s.low) + u) for u in evals]) for p in plrs
+                 if all(grid.get(("finetune", p, s.low) + u) is not None for u in evals)}
+        best = max(means, key=lambda p: (means[p], -p)) if means else None
+        picks["grid_best"], cost["grid_best"] = {u: best for u in evals}, None
+    index = train_picks(s, picks, evals, grid, args.jobs, here)
+    arms = train_arms(s, [m for m in args.methods if m in ARMS], evals, args.jobs, here)
 
     # 4. the table
-    index.update(results_index(collect(here)[0]))
-    cos = results_index(collect(os.path.join(here, "cosine"))[0])
-    out = {"setup": args.setup, "preset": args.preset, "seeds": [list(u) for u in units], "low_flr": low,
-           "sweep_recommended_plr": summary["recommended_plr"], "sweep_range": summary.get("recommended_range"),
-           "sweep_cost_steps": sweep_cost, "methods": {}}
-    for m in picks:
-        rows = []
-        for u in units:
-            lr = picks[m][u]
-            rows.append({"seed": list(u), "lr": lr,
-                         "finetune_acc": None if lr is None else index.get(("finetune", lr, low) + u),
-                         "swa_acc": None if lr is None else index.get(("swa", lr, None) + u),
-                         "cosine_acc": None if lr is None else cos.get(("pretrain", lr, None) + u)})
-        entry = {"lrs": [r["lr"] for r in rows], "cost_steps": cost.get(m),
-                 "n": sum(r["finetune_acc"] is not None for r in rows), "per_seed": rows}
-        for k in ("finetune", "swa", "cosine"):
-            v = [r[f"{k}_acc"] for r in rows if r[f"{k}_acc"] is not None]
-            entry[f"{k}_acc_mean"] = float(np.mean(v)) if v else None
-            entry[f"{k}_acc_std"] = float(np.std(v)) if v else None
-        out["methods"][m] = entry
-    add_paired(out)
-    path = os.path.join(sweep, "lr_pick.json")
-    write_json_atomic(path, out)
+    out = score(args, s, summary, sweep_units, evals, picks, cost, index, arms)
+    write_json_atomic(os.path.join(sweep, "lr_pick.json"), out)
+    draw(summary, out, os.path.join(sweep, "figures"))
     print_table(out)
-    print(f"written: {path}")
+    print(f"written: {os.path.join(sweep, 'lr_pick.json')}")
+
+
+def _importable(module):
+    import importlib.util
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # a module set to None in sys.modules: not importable
+        return False
+
+
+def range_tests(s, evals, methods, here):
+    """Each eval seed's range-test suggestions (bench/range_test.py), cached in range_tests.json."""
+    from range_test import range_tests as run_tests  # the benchmark's own requirements (bench/requirements.txt)
+    import torch
+    torch.set_num_threads(1)  # the suggestion depends on the summation order: the same on every machine
+    path = os.path.join(here, "range_tests.json")
+    done = json.load(open(path)) if os.path.exists(path) else {}
+    out = {}
+    for u in evals:
+        name = f"s{u[0]}" + (f"_d{u[1]}" if u[1] is not None else "")
+        if not all(m in done.get(name, {}) for m in methods):
+            t0 = time.perf_counter()
+            done[name] = dict(done.get(name, {}), **run_tests(s.train_flags, u[0], u[1], methods=methods))
+            print(f"range tests {name}: " + ", ".join(f"{m} {done[name][m]['elr']}" for m in methods)
+                  + f" ({time.perf_counter() - t0:.0f} s)")
+            os.makedirs(here, exist_ok=True)
+            write_json_atomic(path, done)
+        out[u] = {m: {"pick": (None if done[name][m]["elr"] is None or not math.isfinite(done[name][m]["elr"])
+                               or done[name][m]["elr"] <= 0 else key(done[name][m]["elr"])),
+                      "steps": done[name][m]["steps"]} for m in methods}
+    return out
+
+
+def heldout_grid(s, plrs, evals, jobs, here):
+    """Pre-training at every PLR of the grid and fine-tuning at the low FLR, on every eval seed: the
+    oracle's table, and the runs of the picks that are grid PLRs. Returns results_index of them."""
+    waves = [[], []]
+    for u in evals:  # a population trains every PLR of a seed in one run; a module one run per PLR
+        runs = [(s.name(None, u), plrs)] if s.per_seed_data else [(s.name(lr, u), [lr]) for lr in plrs]
+        for name, lrs in runs:
+            pt = os.path.join(here, "pretrain", name)
+            waves[0].append((f"pretrain_{name}", set_flag(s.pretrain(lrs[0], u, pt), "--lr", *lrs)))
+            waves[1].append((f"finetune_{name}", set_flag(set_flag(set_flag(s.ft0, "--from", pt), "--lr", s.low),
+                                                          "--out", os.path.join(here, "finetune", name))))
+    for wave in waves:
+        todo = [(n, a) for n, a in wave if not RunDir(flag(a, "--out")[0]).is_complete()]
+        print(f"== the eval seeds' grid: {len(todo)} of {len(wave)} runs to train, {jobs} at a time")
+        run_commands(todo, jobs, os.path.join(here, "logs"))
+    return results_index(collect(here)[0])
+
+
+def train_picks(s, picks, evals, grid, jobs, here):
+    """For every pick: pre-training and fine-tuning at the low FLR where the eval seeds' grid has no run,
+    SWA of the pre-training run that holds it, and the cosine run. Returns results_index over all of
+    them (the cosine runs under the stage "cosine")."""
+    need = sorted({(u, lr) for m in picks for u, lr in picks[m].items() if lr is not None}, key=str)
+    waves, parents = [[], []], {}
+    for u, lr in need:
+        name = s.name(lr, u)
+        cos = os.path.join(here, "cosine", "pretrain", name)
+        waves[0].append((f"cosine_{name}", s.pretrain(lr, u, cos, schedule="cosine",
+                                                      **{s.length_flag[2:]: s.pt_len + s.ft_len})))
+        if ("finetune", lr, s.low) + u in grid:  # the grid's run of this seed (and PLR) holds it
+            grid_name = s.name(None if s.per_seed_data else lr, u)
+            parents[os.path.join(here, "pretrain", grid_name)] = grid_name
+            continue
+        pt = os.path.join(here, "picks", "pretrain", name)
+        parents[pt] = name
+        waves[0].append((f"pretrain_{name}", s.pretrain(lr, u, pt)))
+        waves[1].append((f"finetune_{name}", set_flag(set_flag(set_flag(s.ft0, "--from", pt), "--lr", s.low),
+                                                      "--out", os.path.join(here, "picks", "finetune", name))))
+    for pt, name in parents.items():
+        waves[1].append((f"swa_{name}", set_flag(set_flag(s.swa0, "--from", pt),
+                                                 "--out", os.path.join(here, "picks", "swa", name))))
+    for wave in waves:
+        todo = [(n, a) for n, a in wave if not RunDir(flag(a, "--out")[0]).is_complete()]
+        print(f"== the picks: {len(todo)} of {len(wave)} runs to train, {jobs} at a time")
+        run_commands(todo, jobs, os.path.join(here, "logs"))
+    index = dict(grid)
+    index.update(results_index(collect(os.path.join(here, "picks"))[0]))
+    index.update({("cosine",) + k[1:]: v for k, v in results_index(collect(os.path.join(here, "cosine"))[0]).items()
+                  if k[0] == "pretrain"})
+    return index
+
+
+def train_arms(s, arms, evals, jobs, here):
+    """Each arm (bench/arms.py) on each eval seed, for one run's steps; on a scale-invariant setup each
+    learning-rate-free one also on the sphere. Returns {method: {unit: result}}."""
+    on_sphere = s.meta["recipe"]["sphere"] == "on"
+    variants = [(a, False) for a in arms] + [(a, True) for a in arms if a in LR_FREE and on_sphere]
+    cmds, where = [], {}
+    for arm, sphere in variants:
+        method = arm + ("_sphere" if sphere else "")
+        for u in evals:
+            path = os.path.join(here, "arms", f"{method}_s{u[0]}" + (f"_d{u[1]}" if u[1] is not None else "") + ".json")
+            where[(method, u)] = path
+            if not os.path.exists(path):
+                argv = ["python", os.path.join(HERE, "arms.py"), "--arm", arm, "--seed", str(u[0]), "--steps",
+                        str(s.run_steps), "--out", path] + (["--sphere"] if sphere else []) + \
+                       (["--data_seed", str(u[1])] if u[1] is not None else []) + ["--", *s.train_flags]
+                cmds.append((os.path.basename(path)[:-5], argv))
+    os.makedirs(os.path.join(here, "arms"), exist_ok=True)
+    print(f"== the arms: {len(cmds)} of {len(where)} runs to train, {jobs} at a time")
+    run_commands(cmds, jobs, os.path.join(here, "logs"))
+    out = defaultdict(dict)
+    for (method, u), path in where.items():
+        out[method][u] = json.load(open(path))
+    return out
+
+
+def score(args, s, summary, sweep_units, evals, picks, cost, index, arms):
+    """lr_pick.json: every method's picks, effective LRs, cost and held-out accuracies."""
+    out = {"setup": args.setup, "preset": args.preset, "selection": summary.get("selection"),
+           "sweep_seeds": [list(u) for u in sweep_units], "eval_seeds": [list(u) for u in evals], "low_flr": s.low,
+           "run_steps": s.run_steps, "sweep_recommended_plr": summary["recommended_plr"],
+           "sweep_range": summary.get("recommended_range"), "methods": {}}
+    for m, chosen in picks.items():
+        at = lambda u, stage, flr=None: None if chosen[u] is None else index.get((stage, chosen[u], flr) + u)  # noqa
+        rows = [{"seed": list(u), "lr": chosen[u], "finetune_acc": at(u, "finetune", s.low), "swa_acc": at(u, "swa"),
+                 "cosine_acc": at(u, "cosine")} for u in evals]
+        final = "cosine" if m in RANGE_TESTS else "finetune"
+        for r in rows:
+            r["final_acc"] = r[f"{final}_acc"]
+        out["methods"][m] = method_entry(KIND[m], rows, cost.get(m), [r["lr"] for r in rows], None)
+    for m, res in arms.items():
+        rows = [{"seed": list(u), "final_acc": res[u]["test_acc"], "val_acc": res[u]["val_acc"],
+                 "effective_lr": res[u]["effective_lr"]} for u in evals]
+        out["methods"][m] = method_entry(KIND[m.removesuffix("_sphere")], rows, 1.0, None,
+                                         [r["effective_lr"] for r in rows], sphere=m.endswith("_sphere"))
+    add_paired(out)
+    return out
+
+
+def method_entry(kind, rows, cost, lrs, effective, sphere=None):
+    entry = {"kind": kind, "lrs": lrs, "effective_lrs": effective, "cost_runs": cost, "per_seed": rows}
+    if sphere is not None:
+        entry["sphere"] = sphere
+    for k in ("final", "finetune", "swa", "cosine"):
+        v = [r[f"{k}_acc"] for r in rows if r.get(f"{k}_acc") is not None]
+        entry[f"{k}_acc_mean"] = float(np.mean(v)) if v and len(v) == len(rows) else None
+        if k == "final":
+            entry["final_acc_std"] = float(np.std(v)) if v and len(v) == len(rows) else None
+    return entry
 
 
 def add_paired(out):
-    """Each method's accuracy minus `recommended`'s on the same seeds (seed-to-seed spread cancels):
-    "vs_recommended": {column: {"mean", "se", "n"}} (se: the standard error of the mean difference)."""
+    """Each method's final accuracy minus `recommended`'s on the same eval seeds (the seed-to-seed spread
+    cancels): "vs_recommended": {"mean", "se", "n"} (se: the standard error of the mean difference)."""
     ref = out["methods"].get("recommended")
     for m, e in out["methods"].items():
         if ref is None or m == "recommended":
             continue
-        e["vs_recommended"] = {}
-        for k in ("finetune", "swa", "cosine"):
-            d = [a[f"{k}_acc"] - b[f"{k}_acc"] for a, b in zip(e["per_seed"], ref["per_seed"])
-                 if a[f"{k}_acc"] is not None and b[f"{k}_acc"] is not None]
-            e["vs_recommended"][k] = {"mean": float(np.mean(d)) if d else None, "n": len(d),
-                                      "se": float(np.std(d) / math.sqrt(len(d) - 1)) if len(d) > 1 else None}
+        d = [a["final_acc"] - b["final_acc"] for a, b in zip(e["per_seed"], ref["per_seed"])
+             if a.get("final_acc") is not None and b.get("final_acc") is not None]
+        e["vs_recommended"] = {"mean": float(np.mean(d)) if d else None, "n": len(d),
+                               "se": float(np.std(d) / math.sqrt(len(d) - 1)) if len(d) > 1 else None}
+
+
+def draw(summary, out, figdir):
+    """figures/lr_free.png: the sweep's regimes against the PLR, each method's LR marked on them."""
+    from analysis.figures import lr_pick_figure  # matplotlib only here
+    os.makedirs(figdir, exist_ok=True)
+    lr_pick_figure(summary, out, figdir)
 
 
 def print_table(out):
-    pct = lambda m, s: "-" if m is None else f"{100 * m:.1f} +- {100 * s:.1f}"  # noqa: E731
-    print(f"\n{out['setup']} ({out['preset']}), {len(out['seeds'])} seeds; low FLR {out['low_flr']:g}")
-    print(f"{'method':16} {'LR picked (per seed)':34} {'cost (steps)':>14} {'fine-tuned %':>14} {'SWA %':>14} "
-          f"{'cosine %':>14}")
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    print(f"\n{out['setup']} ({out['preset']}): choice on {out['selection']} accuracy of sweep seeds "
+          f"{out['sweep_seeds']}, scored on held-out seeds {out['eval_seeds']}; low FLR {out['low_flr']:g}")
+    print(f"{'method':22} {'kind':8} {'LR (ELR)':22} {'cost (runs)':>11} {'final test %':>13} {'vs ours (pp)':>14}  "
+          f"FT / SWA / cosine %")
     for m, e in out["methods"].items():
-        lrs = sorted({lr for lr in e["lrs"] if lr is not None})
-        shown = ("none" if not lrs else f"{lrs[0]:.3g}" if len(lrs) == 1 else f"{lrs[0]:.3g} .. {lrs[-1]:.3g}") + (
-            f" ({sum(lr is None for lr in e['lrs'])} none)" if None in e["lrs"] else "")
-        c = "-" if e["cost_steps"] is None else f"{e['cost_steps']:,}"
-        print(f"{m:16} {shown:34} {c:>14} {pct(e['finetune_acc_mean'], e['finetune_acc_std']):>14} "
-              f"{pct(e['swa_acc_mean'], e['swa_acc_std']):>14} {pct(e['cosine_acc_mean'], e['cosine_acc_std']):>14}")
-    print("minus recommended, same seeds (mean +- standard error, percentage points):")
-    for m, e in out["methods"].items():
-        if "vs_recommended" in e:
-            v = e["vs_recommended"]
-            print(f"  {m:16} " + "  ".join(f"{k} {pct(v[k]['mean'], v[k]['se'] or 0)}" for k in v))
+        lrs = sorted(v for v in (e["lrs"] or e["effective_lrs"] or []) if v is not None)
+        shown = "-" if not lrs else f"{lrs[0]:.3g}" if len(set(lrs)) == 1 else f"{lrs[0]:.3g} .. {lrs[-1]:.3g}"
+        v = e.get("vs_recommended") or {}
+        vs = "-" if v.get("mean") is None else f"{100 * v['mean']:+.1f} +- {100 * (v['se'] or 0):.1f}"
+        c = "-" if e["cost_runs"] is None else f"{e['cost_runs']:.3g}"
+        print(f"{m:22} {e['kind']:8} {shown:22} {c:>11} {pct(e['final_acc_mean']):>13} {vs:>14}  "
+              f"{pct(e['finetune_acc_mean'])} / {pct(e['swa_acc_mean'])} / {pct(e['cosine_acc_mean'])}")
 
 
 if __name__ == "__main__":

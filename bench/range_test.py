@@ -45,18 +45,13 @@ import warnings
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.tuner import Tuner
-from torch.utils.data import DataLoader
 from torch_lr_finder import LRFinder
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import models  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from core.errors import Parser, UserError, main_guard  # noqa: E402
-from core.seeding import generator  # noqa: E402
-from data.images import augment_batch, epoch_draws  # noqa: E402
-from engine import setup as engine  # noqa: E402
-from engine.sphere import make_optimizer  # noqa: E402
+from harness import criterion, setup  # noqa: E402
 
 START_LR = 1e-7  # torch-lr-finder starts at the optimizer's lr: fastai's start_lr
 TLF_TEST = {"end_lr": 10, "num_iter": 100}  # the rest at the library's defaults (exp, smooth_f 0.05, diverge_th 5)
@@ -66,67 +61,6 @@ RULES = {"torch_lr_finder": "torch-lr-finder 0.2.2 plot(skip_start=10, skip_end=
                             "over the kept points' index",
          "lightning": "pytorch-lightning 2.6.6 suggestion(skip_begin=10, skip_end=1): lr[argmin torch.gradient(loss, "
                       "spacing=lr)] over the kept finite points"}
-OWN_FLAGS = ("--lr", "--seed", "--data_seed", "--out")
-
-
-def criterion(out, y):
-    """Decided by the output's shape, never by a name: one logit per example (the synthetic SI MLP,
-    binary labels) -> binary cross-entropy on float labels; one per class -> cross-entropy."""
-    if out.ndim == 1:
-        return F.binary_cross_entropy_with_logits(out, y.to(out.dtype))
-    return F.cross_entropy(out, y)
-
-
-def setup(train_flags, seed, data_seed=None):
-    """What train.py trains for these flags, model seed and data seed, on the CPU: a dict of
-    model() (a fresh copy of the initial model), optimizer(params, lr) (actual lr), loader() (a
-    fresh, identically shuffled DataLoader of (x, y) batches) and radius (None off the sphere)."""
-    given = [f for f in train_flags if f.split("=")[0] in OWN_FLAGS]
-    if given:
-        raise UserError(f"{given[0]} is not one of the setup's flags: the test ramps the LR, and --seed/--data_seed "
-                        f"are range_test.py's own")
-    flags = [*train_flags, "--lr", "1", "--seed", str(seed), "--out", os.devnull]  # nothing is written there
-    if data_seed is not None:
-        flags += ["--data_seed", str(data_seed)]
-    args = engine.pretrain_parser().parse_args(flags)
-    record, dataset, backend, recipe = engine.resolve_pretrain(args)
-    cpu = torch.device("cpu")  # batches are gathered on the CPU; the libraries move them to the device
-    data = backend.load_data(dataset, args, cpu)
-    model_args = engine.model_args(record, args, data)
-    radius = args.radius if args.radius is not None else record.radius  # train.py's rule
-    inits, radii = backend.initial_states(record, model_args, [seed], radius if recipe["sphere"] == "on" else False,
-                                          data, cpu)
-    radius = radii[seed] if recipe["sphere"] == "on" else None
-
-    def model():
-        m = models.build(record, seed, model_args)
-        m.load_state_dict(inits[seed])
-        return m
-
-    def optimizer(params, lr):
-        return make_optimizer(params, recipe["optimizer"], lr, recipe["momentum"], recipe["weight_decay"], radius)
-
-    if dataset.per_seed:  # the synthetic data: one dataset per data seed, float vectors
-        d = dataset.draw(args.data_seed[0])
-        x, y, gather = d["x_train"], d["y_train"], None
-    elif recipe["augment"] == "none":  # normalised once, as the image stage does
-        x, y, gather = data["xn_train"], data["y_train"], None
-    else:  # uint8 images augmented per batch, then normalised (engine/step.py: TrainStep)
-        x, y, aug = data["x_train"], data["y_train"], recipe["augment"]
-        gather = lambda idx, g: augment_batch(x[idx], epoch_draws(aug, len(idx), generator=g),  # noqa: E731
-                                              data["mean"], data["std"])
-
-    def loader():
-        order, draws = generator("range_test_batches", seed), generator("range_test_augment", seed)
-
-        def collate(idx):
-            idx = torch.tensor(idx)
-            return (x[idx] if gather is None else gather(idx, draws)), y[idx]
-        # drop only a last batch of 1 image, as train.py does (train-mode BN needs 2)
-        return DataLoader(range(len(y)), batch_size=args.batch_size, shuffle=True, generator=order, num_workers=0,
-                          collate_fn=collate, drop_last=len(y) % args.batch_size == 1)
-
-    return {"model": model, "optimizer": optimizer, "loader": loader, "radius": radius}
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from core.errors import UserError
 # cap on the class count that catches labels that are ids rather than class indices (a head this
 # wide is almost certainly a mistake; ImageNet-21k has 21841 classes).
 CUSTOM_KEYS = ("x_train", "y_train", "x_test", "y_test")
+VAL_KEYS = ("x_val", "y_val")  # optional, together: a validation set of the data's own
 CUSTOM_MAX_CLASSES = 100_000
 _CUSTOM_FORMAT = ("x_train, y_train, x_test, y_test: uint8 images (N, H, W, C) or (N, H, W), "
                   "integer labels (N,) from 0")
@@ -71,7 +72,7 @@ def load_custom(spec, train_size=None, device="cpu"):
         for k in ("x_train", "y_train"):
             arrays[k] = arrays[k][:train_size]
     out = {}
-    for k in CUSTOM_KEYS:
+    for k in arrays:
         # (N, H, W, C) -> (N, C, H, W); labels are already int64 copies
         v = arrays[k].transpose(0, 3, 1, 2) if k.startswith("x") else arrays[k]
         v = np.ascontiguousarray(v)
@@ -122,8 +123,12 @@ def _read_custom_npz(spec):
             if missing:
                 raise UserError(f"{spec} has no array {', '.join(missing)} (it has: {_keys_list(f.files)}); "
                                 f"write all four with {save}")
+            given = [k for k in VAL_KEYS if k in f.files]
+            if len(given) == 1:
+                raise UserError(f"{spec} has {given[0]} but not {({*VAL_KEYS} - {*given}).pop()}; a validation set "
+                                f"needs both (or neither: then train.py holds out --val_size of x_train)")
             out = {}
-            for k in CUSTOM_KEYS:
+            for k in CUSTOM_KEYS + tuple(given):
                 try:  # object arrays (pickles) are refused here; a damaged member fails here
                     out[k] = f[k]
                 except Exception as e:
@@ -183,8 +188,12 @@ def _call_custom(spec):
     if missing:
         raise UserError(f"dataset {spec}: {fn_name}() returned no {', '.join(missing)} (it has: "
                         f"{_keys_list(result.keys())}); return a dict of {_CUSTOM_FORMAT}")
+    given = [k for k in VAL_KEYS if k in result]
+    if len(given) == 1:
+        raise UserError(f"dataset {spec}: {fn_name}() returned {given[0]} but not {({*VAL_KEYS} - {*given}).pop()}; "
+                        f"a validation set needs both (or neither)")
     out = {}
-    for k in CUSTOM_KEYS:
+    for k in CUSTOM_KEYS + tuple(given):
         try:
             v = result[k]
             out[k] = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
@@ -197,7 +206,7 @@ def _call_custom(spec):
 def _check_custom(spec, arrays):
     """The structural checks of `load_custom`; returns images as (N, H, W, C) uint8, labels int64."""
     out = {}
-    for split in ("train", "test"):
+    for split in [s for s in ("train", "val", "test") if f"x_{s}" in arrays]:
         xk, yk = f"x_{split}", f"y_{split}"
         x, y = arrays[xk], arrays[yk]
         if x.dtype != np.uint8:
@@ -231,17 +240,19 @@ def _check_custom(spec, arrays):
                             f"{CUSTOM_MAX_CLASSES - 1}): labels are class indices 0..C-1; remap both splits "
                             f"together, e.g. with np.unique(..., return_inverse=True)")
         out[xk], out[yk] = x, y.astype(np.int64)
-    if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
-        size = {k: "x".join(map(str, out[k].shape[1:])) for k in ("x_train", "x_test")}
-        raise UserError(f"{spec}: x_train images are {size['x_train']} but x_test images are "
-                        f"{size['x_test']} (H x W x C); both splits need the same size and channels")
-    unseen = np.setdiff1d(np.unique(out["y_test"]), np.unique(out["y_train"]))
-    if len(unseen):
-        y = out["y_train"]
-        raise UserError(f"{spec}: y_test has the label {int(unseen[0])}, which y_train never has (it has "
-                        f"{len(np.unique(y))} classes, {int(y.min())}..{int(y.max())}): a class the model never "
-                        f"sees in training; remap the labels or drop those test images")
-    return {k: out[k] for k in CUSTOM_KEYS}
+    for k in [k for k in ("x_val", "x_test") if k in out]:
+        if out["x_train"].shape[1:] != out[k].shape[1:]:
+            size = {j: "x".join(map(str, out[j].shape[1:])) for j in ("x_train", k)}
+            raise UserError(f"{spec}: x_train images are {size['x_train']} but {k} images are {size[k]} "
+                            f"(H x W x C); every split needs the same size and channels")
+    for k in [k for k in ("y_val", "y_test") if k in out]:
+        unseen = np.setdiff1d(np.unique(out[k]), np.unique(out["y_train"]))
+        if len(unseen):
+            y = out["y_train"]
+            raise UserError(f"{spec}: {k} has the label {int(unseen[0])}, which y_train never has (it has "
+                            f"{len(np.unique(y))} classes, {int(y.min())}..{int(y.max())}): a class the model never "
+                            f"sees in training; remap the labels or drop those images")
+    return out
 
 
 def _channel_stats(x):

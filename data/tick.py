@@ -11,7 +11,9 @@ Single-feature test set i: feature i is drawn as usual and the other 15 lie on t
 boundary (x1 ~ U[-2, 2], x2 = |x1| + s, s in {0, -2}), so they carry no class information; a
 model's accuracy on set i measures how much it relies on feature i.
 
-Everything is a function of the data seed alone (core/seeding.py).
+Every data seed has 512 training points, 2000 validation points (for choices: the recommended PLR,
+2A) and 2000 test points (for reporting); everything is a function of the data seed alone
+(core/seeding.py).
 """
 import math
 
@@ -21,7 +23,7 @@ from core.seeding import generator
 
 N_FEATURES = 16
 MARGIN = 0.1 * math.sqrt(2)
-N_TRAIN, N_TEST = 512, 2000
+N_TRAIN, N_VAL, N_TEST = 512, 2000, 2000
 
 
 def class_margin(points):
@@ -80,11 +82,14 @@ def make_split(n, g, single_feature=None):
     return torch.cat(feats, dim=1), y
 
 
-def tick_data(data_seed, n_train=N_TRAIN, n_test=N_TEST):
-    """Train and test sets of one data seed: dict of x_train, y_train, x_test, y_test."""
+def tick_data(data_seed, n_train=N_TRAIN, n_test=N_TEST, n_val=N_VAL):
+    """Train, validation and test sets of one data seed: dict of x_train, y_train, x_val, y_val, x_test,
+    y_test. The validation set is drawn from the same distribution by a stream of its own: it takes
+    nothing from the training set, and the training and test sets are those of a draw without it."""
     x_tr, y_tr = make_split(n_train, generator("tick_train", data_seed))
+    x_va, y_va = make_split(n_val, generator("tick_val", data_seed))
     x_te, y_te = make_split(n_test, generator("tick_test", data_seed))
-    return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
+    return {"x_train": x_tr, "y_train": y_tr, "x_val": x_va, "y_val": y_va, "x_test": x_te, "y_test": y_te}
 
 
 def single_feature_sets(data_seed, n=N_TEST):

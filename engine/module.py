@@ -42,14 +42,20 @@ FOREIGN_FLAGS = ("iters", "keep_snapshots", "snapshot_every")  # the population 
 LENGTH = "epochs"  # the flag that sets a stage's length
 SMOKE_SIZE = 256  # --smoke: at most this many training and test images
 HEAD_NORM = 10.0  # the norm the paper gives a scale-invariant model's fixed last layer
+VAL_SIZE = 0.1  # the validation split's share of the training images (train.py --val_size)
 
 
 # ---------------------------------------------------------------- flags and set-up
 
 def resolve_schedule(args, dataset, kind):
-    """Stage length (--epochs; the dataset record's default) and the evaluation/checkpoint schedule."""
+    """Stage length (--epochs; the dataset record's default), the evaluation/checkpoint schedule and,
+    when pre-training, the validation split (--val_size)."""
     args.epochs = args.epochs or (dataset.smoke_lengths if args.smoke else dataset.lengths)[kind]
     check_positive(args.epochs, "--epochs")
+    if kind == "pretrain":
+        args.val_size = VAL_SIZE if args.val_size is None else args.val_size
+        if not 0 <= args.val_size < 1:
+            raise UserError(f"--val_size {args.val_size:g}: give a fraction of the training images in [0, 1)")
     resolve_epoch_schedule(args, args.epochs, getattr(args, "save_epochs", []))
 
 
@@ -65,12 +71,16 @@ def speed(args, device):
     return speed_switches(args, device)
 
 
-def read_data(record, data_dir, download, train_size, test_size, device, smoke=False):
+def read_data(record, data_dir, download, train_size, test_size, device, smoke=False, val_size=0.0):
     """The dataset of a record (data/__init__.py; or its name) on `device`, plus normalised float
-    copies of both splits.
+    copies of every split.
 
     train_size, test_size: keep the first N images of each split (None: all; with `smoke`, at most
-    SMOKE_SIZE). The sizes used are in d["train_size"], d["test_size"] (for the run's checkpoint).
+    SMOKE_SIZE). val_size: the fraction of those training images held out as the validation set,
+    fixed by a seed of its own (the same images for every run), the rest kept in their order; 0: no
+    validation set (the paper's protocol). Data that bring their own (an .npz's x_val, y_val) keep
+    it. The sizes of the splits are in d["train_size"], d["val_size"], d["test_size"], the training images
+    before the split in d["train_kept"] (for the checkpoint: reading them again gives the same split).
     """
     if isinstance(record, str):
         from data import resolve as resolve_dataset
@@ -85,20 +95,33 @@ def read_data(record, data_dir, download, train_size, test_size, device, smoke=F
         if not 1 <= test_size <= len(d["y_test"]):
             raise UserError(f"--test_size {test_size}: {dataset} has {len(d['y_test'])} test images")
         d["x_test"], d["y_test"] = d["x_test"][:test_size], d["y_test"][:test_size]
-    for split in ("train", "test"):
-        d[f"xn_{split}"] = normalize(d[f"x_{split}"], d["mean"], d["std"])  # (N, C, 32, 32) float32
-        d[f"{split}_size"] = len(d[f"y_{split}"])
+    d["train_kept"] = n = len(d["y_train"])  # before the validation split: what the run records
+    if "y_val" not in d and val_size:
+        n_val = round(val_size * n)
+        if not 1 <= n_val < n - 1:
+            raise UserError(f"--val_size {val_size:g} of {n} training images leaves {n_val} for validation and "
+                            f"{n - n_val} for training; both need some")
+        perm = torch.randperm(n, generator=generator("validation_split", n)).to(d["y_train"].device)
+        val, keep = perm[:n_val].sort().values, perm[n_val:].sort().values
+        d["x_val"], d["y_val"] = d["x_train"][val], d["y_train"][val]
+        d["x_train"], d["y_train"] = d["x_train"][keep], d["y_train"][keep]
+    for split in ("train", "val", "test"):
+        if f"y_{split}" in d:
+            d[f"xn_{split}"] = normalize(d[f"x_{split}"], d["mean"], d["std"])  # (N, C, H, W) float32
+        d[f"{split}_size"] = len(d[f"y_{split}"]) if f"y_{split}" in d else 0
     return d
 
 
 def load_data(dataset, args, device):
     """The data a new run trains on (train.py): the record's, on `device`, with what the run records."""
     d = read_data(dataset, args.data_dir or "datasets", args.download, args.train_size, args.test_size, device,
-                  smoke=args.smoke)
+                  smoke=args.smoke, val_size=args.val_size)
     d["in_channels"] = d["x_train"].shape[1]
-    d["summary"] = f"{d['train_size']} train / {d['test_size']} test images of {tuple(d['x_train'].shape[1:])}"
-    d["record"] = {"data_dir": args.data_dir or "datasets", "train_size": d["train_size"], "test_size": d["test_size"],
-                   "image_size": list(d["x_train"].shape[2:])}
+    val = f" / {d['val_size']} validation" if d["val_size"] else ""
+    d["summary"] = (f"{d['train_size']} train{val} / {d['test_size']} test images of "
+                    f"{tuple(d['x_train'].shape[1:])}")
+    d["record"] = {"data_dir": args.data_dir or "datasets", "train_size": d["train_kept"], "test_size": d["test_size"],
+                   "val_size": args.val_size, "image_size": list(d["x_train"].shape[2:])}
     return d
 
 
@@ -158,12 +181,12 @@ def parent_data(ckpt, args, device):
 
 
 def run_data(ckpt, data_dir, device, download=False):
-    """The data an image run used, from its checkpoint: its dataset and subset sizes, read from
-    data_dir (None: the folder the run read)."""
+    """The data an image run used, from its checkpoint: its dataset, subset sizes and validation split,
+    read from data_dir (None: the folder the run read)."""
     from data import resolve as resolve_dataset
     d = ckpt["data"]
     return read_data(resolve_dataset(ckpt["dataset"]), data_dir or d["data_dir"], download, d["train_size"],
-                     d["test_size"], device)
+                     d["test_size"], device, val_size=d.get("val_size", 0.0))
 
 
 def stage(kind, args):
@@ -403,8 +426,9 @@ def bn_batches(data, batch_size, seed):
 def eval_rows(models, members, data, epoch, step, sums, sphere, device, bf16, sharpness_batch=None, lr_now=None):
     """metrics.jsonl rows of every member: train (the epoch's running mean over its mini-batches,
     train-mode BN; with no sums, e.g. at epoch 0 and after SWA, a clean pass over the training set with
-    eval-mode BN) and test (eval-mode BN). sharpness_batch: also the train row's `sharpness` at this
-    batch size. lr_now: each member's scheduled LR (ELR units) at its last step, as the rows' `lr_now`."""
+    eval-mode BN), val (where the data have a validation set) and test (eval-mode BN). sharpness_batch:
+    also the train row's `sharpness` at this batch size. lr_now: each member's scheduled LR (ELR units)
+    at its last step, as the rows' `lr_now`."""
     rows = []
     for i, (m, model) in enumerate(zip(members, models)):
         if sums is None:
@@ -412,15 +436,16 @@ def eval_rows(models, members, data, epoch, step, sums, sphere, device, bf16, sh
         else:
             s = sums[i].tolist()
             train = (s[0] / s[2], s[1] / s[2])
-        test = evaluate(model, data["xn_test"], data["y_test"], device, bf16)
+        held = [(split, evaluate(model, data[f"xn_{split}"], data[f"y_{split}"], device, bf16))
+                for split in ("val", "test") if f"xn_{split}" in data]
         norm = weight_norm(model, sphere)
-        for split, (loss, acc) in (("train", train), ("test", test)):
+        for split, (loss, acc) in [("train", train)] + held:
             rows.append({"member": m["member"], "epoch": epoch, "step": step, "split": split, "loss": loss,
                          "acc": acc, "weight_norm": norm, "lr": m["lr"]})
             if lr_now is not None:
                 rows[-1]["lr_now"] = lr_now[i]
         if sharpness_batch:
-            rows[-2]["sharpness"] = sharpness(model, data, sharpness_batch, sphere)
+            rows[-1 - len(held)]["sharpness"] = sharpness(model, data, sharpness_batch, sphere)
     return rows
 
 

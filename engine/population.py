@@ -24,7 +24,7 @@ from models.mlp import BLOCK_STEPS, MLPPopulation, from_state_dict, project_rows
 
 STAGE_SALT = {"pretrain": 0, "finetune": 1}
 UNIT = "iterations"
-FOREIGN_FLAGS = ("epochs", "train_size", "test_size", "save_epochs", "data_dir", "download", "bf16",
+FOREIGN_FLAGS = ("epochs", "train_size", "test_size", "val_size", "save_epochs", "data_dir", "download", "bf16",
                  "channels_last", "compile", "cuda_graph", "from_epoch", "sharpness", "keep_window", "stride")
 # (stage -> (--eval_every, --checkpoint_every) defaults, and the same under --smoke)
 EVERY = {"pretrain": (1000, 5000), "finetune": (2000, 5000)}
@@ -74,8 +74,10 @@ def load_data(dataset, args, device):
     """What the run records of its data, read off the first data seed's draw (the data themselves
     are drawn per data seed where they are used, `group_data`)."""
     d = dataset.draw(args.data_seed[0])
+    val = f" / {len(d['y_val'])} validation" if "y_val" in d else ""
     return {"num_classes": int(d["y_train"].max()) + 1, "in_channels": d["x_train"].shape[1], "record": {},
-            "summary": f"data seeds {args.data_seed}, {len(d['y_train'])} train / {len(d['y_test'])} test points each"}
+            "summary": f"data seeds {args.data_seed}, {len(d['y_train'])} train{val} / {len(d['y_test'])} test points "
+                       f"each"}
 
 
 def initial_states(record, model_args, seeds, radius, data, device):
@@ -231,12 +233,12 @@ def streams_of(members):
 
 
 def group_data(dataset, data_seeds, device):
-    """Per-group train/test tensors of a dataset drawn per data seed (its record's `draw`), for the
-    groups' data seeds: x (P, N, D), y (P, N) float."""
+    """Per-group train/validation/test tensors of a dataset drawn per data seed (its record's `draw`),
+    for the groups' data seeds: x (P, N, D), y (P, N) float."""
     draw = datasets.resolve(dataset).draw
     cache = {d: draw(d) for d in sorted(set(data_seeds))}
     return {k: torch.stack([cache[d][k] for d in data_seeds]).float().to(device)
-            for k in ("x_train", "y_train", "x_test", "y_test")}
+            for k in cache[data_seeds[0]] if k[:2] in ("x_", "y_")}
 
 
 @torch.no_grad()
@@ -259,11 +261,11 @@ def evaluate(state, groups, x, y):
 
 
 def eval_rows(pop, data, step, elrs, lr_now=None):
-    """metrics.jsonl rows (train and test split for every member). lr_now: each member's scheduled LR
-    (ELR units) at its last step, as the rows' `lr_now`."""
+    """metrics.jsonl rows (train, validation where the data have one, and test split for every member).
+    lr_now: each member's scheduled LR (ELR units) at its last step, as the rows' `lr_now`."""
     state, norms = pop.state(), pop.weight_norm().tolist()
     rows = []
-    for split in ("train", "test"):
+    for split in [s for s in ("train", "val", "test") if f"x_{s}" in data]:
         loss, acc = evaluate(state, pop.P, data[f"x_{split}"], data[f"y_{split}"])
         rows += [{"member": m, "step": step, "split": split, "loss": lo, "acc": ac, "weight_norm": norms[m],
                   "lr": elrs[m]} | ({} if lr_now is None else {"lr_now": lr_now[m]})

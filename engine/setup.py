@@ -81,6 +81,10 @@ def pretrain_parser(description=None):
                    "(default all; --smoke at most 256)")
     g.add_argument("--test_size", type=int, default=None, help="keep the first N test images "
                    "(default all; --smoke at most 256)")
+    g.add_argument("--val_size", type=float, default=None, help="the fraction of the training images (after "
+                   "--train_size) held out as a fixed validation set, on which the sweep's choices are made "
+                   "(default 0.1; 0: none, the paper's protocol, choices on test accuracy; an .npz with x_val, "
+                   "y_val brings its own)")
     g.add_argument("--save_epochs", type=int, nargs="*", default=[],
                    help="also keep the weights at these epochs (checkpoints/epoch_NNNN.pt)")
     return p

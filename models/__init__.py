@@ -2,6 +2,7 @@
 
   mlp_si       SI MLP of the synthetic example (models/mlp.py; trains through its fused population backend)
   convnet_si   SI ConvNet, width c (models/convnet.py)
+  convnet      its practical counterpart: affine BNs, trainable head, no sphere
   resnet18_si  SI pre-activation ResNet-18, width k (models/resnet.py)
   resnet18     practical ResNet-18, width 64 by default: affine BNs, trainable head, no sphere
   vit_small    ViT-Small of appendix F (models/vit.py): Adam, RandAugment, batch 512, no sphere
@@ -17,7 +18,7 @@ import os
 
 import torch
 
-from models.convnet import ConvNetSI
+from models.convnet import ConvNet, ConvNetSI
 from models.mlp import SIMLP, MLPPopulation
 from models.resnet import ResNet18
 from models.vit import ViTSmall
@@ -58,6 +59,7 @@ MODELS = {r.name: r for r in (
     ModelRecord("mlp_si", SIMLP, True, {"width": 32}, {"width": 32}, SI_RECIPE, inputs="vector",
                 population=MLPPopulation, radius=1.0, init_stream="mlp_init"),
     ModelRecord("convnet_si", ConvNetSI, True, {"width": 32}, {"width": 4}, SI_RECIPE),
+    ModelRecord("convnet", ConvNet, False, {"width": 32}, {"width": 4}, PRACTICAL_RECIPE),
     ModelRecord("resnet18_si", functools.partial(ResNet18, scale_invariant=True), True, {"width": 32},
                 {"width": 4}, SI_RECIPE),
     ModelRecord("resnet18", functools.partial(ResNet18, scale_invariant=False), False, {"width": 64},

@@ -14,6 +14,9 @@ rescaling any conv weight by c > 0; the four conv weights are its only trainable
 9c(in + 42c) of them (387,936 for c = 32 on RGB). The last layer keeps its default-initialised
 bias (as the authors' ConvNetSI does), its weight is rescaled to Frobenius norm 10 and both are
 frozen: a trainable head would let the logits grow without bound and break the fixed effective LR.
+
+`ConvNet` is its practical counterpart (no sphere: docs/protocol.md section 6): the same layers with
+affine BatchNorms and a trainable, default-initialised head.
 """
 import torch
 from torch import nn
@@ -21,10 +24,15 @@ from torch import nn
 HEAD_NORM = 10.0
 
 
-def _stage(cin, cout, pool):
+def _stage(cin, cout, pool, affine=False):
     layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False),  # bias is cancelled by BN anyway
-              nn.BatchNorm2d(cout, affine=False), nn.ReLU(inplace=True)]
+              nn.BatchNorm2d(cout, affine=affine), nn.ReLU(inplace=True)]
     return layers + [nn.MaxPool2d(2)] if pool else layers
+
+
+def _body(c, in_channels, affine):
+    return [*_stage(in_channels, c, False, affine), *_stage(c, 2 * c, True, affine),
+            *_stage(2 * c, 4 * c, True, affine), *_stage(4 * c, 8 * c, True, affine), nn.MaxPool2d(4), nn.Flatten()]
 
 
 class ConvNetSI(nn.Sequential):
@@ -38,11 +46,22 @@ class ConvNetSI(nn.Sequential):
         with torch.no_grad():
             head.weight.mul_(HEAD_NORM / head.weight.norm())
         head.requires_grad_(False)
-        super().__init__(*_stage(in_channels, c, False), *_stage(c, 2 * c, True),
-                         *_stage(2 * c, 4 * c, True), *_stage(4 * c, 8 * c, True),
-                         nn.MaxPool2d(4), nn.Flatten(), head)
+        super().__init__(*_body(c, in_channels, affine=False), head)
 
     @property
     def head(self):
         """The fixed last layer (as ResNet18.head)."""
+        return self[-1]
+
+
+class ConvNet(nn.Sequential):
+    """The practical ConvNet: ConvNetSI's layers with affine BatchNorms and a trainable head."""
+
+    scale_invariant = False
+
+    def __init__(self, width=32, num_classes=10, in_channels=3):
+        super().__init__(*_body(width, in_channels, affine=True), nn.Linear(8 * width, num_classes))
+
+    @property
+    def head(self):
         return self[-1]

@@ -119,6 +119,7 @@ def practical_sweep(base):
     common = ("--threads", "1")
     run("train.py", "--dataset", "cifar10", "--data_dir", data, "--model", model, "--model_args", "handicap=4",
         "--sphere", "off", "--augment", "none", "--lr", "1e-3", "0.1", "10", "--epochs", "3", "--batch_size", "10",
+        "--val_size", "0",  # every training image: the known answers count them
         *common, "--out", setup / "pretrain" / "pt")
     run("finetune.py", "--from", setup / "pretrain" / "pt", "--lr", "1e-3", "1e-2", "--epochs", "2", "--sharpness",
         *common, "--out", setup / "finetune" / "pt")
@@ -151,7 +152,7 @@ def si_sweep(base):
     write_colour_cifar(data, "cifar10", 30, [10] * 10)
     common = ("--threads", "1")
     run("train.py", "--dataset", "cifar10", "--data_dir", data, "--model", "convnet_si", "--width", "4",
-        "--lr", "1e-3", "10", "--epochs", "4", *common, "--out", base / "pretrain")
+        "--lr", "1e-3", "10", "--epochs", "4", "--val_size", "0", *common, "--out", base / "pretrain")
     run("finetune.py", "--from", base / "pretrain", "--lr", "1e-3", "1e-2", "--epochs", "2", "--sharpness", *common,
         "--out", base / "finetune")
     return {"pretrain": base / "pretrain", "finetune": base / "finetune", "data": data}

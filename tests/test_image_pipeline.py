@@ -69,7 +69,7 @@ def test_chain_train_finetune_swa(cifar, tmp_path, model):
             if si:  # every logged norm is the member's radius (SWA averages are not re-projected)
                 assert all(abs(r["weight_norm"] - m["radius"]) < 1e-4 * m["radius"]
                            for r in rows if r["member"] == m["member"] and not r.get("swa"))
-    assert [r["epoch"] for r in RunDir(str(tmp_path / "ft")).metrics() if r["member"] == 0] == [0, 0, 1, 1, 2, 2]
+    assert [r["epoch"] for r in RunDir(str(tmp_path / "ft")).metrics() if r["member"] == 0] == [0] * 3 + [1] * 3 + [2] * 3
     members = RunDir(str(tmp_path / "ft")).members()
     assert [(m["plr"], m["flr"], m["parent_member"]) for m in members] == [(1e-3, 1e-4, 0), (5e-2, 1e-4, 1)]
 
@@ -115,7 +115,7 @@ def test_swa_is_the_mean_of_the_window_with_recomputed_bn(cifar, tmp_path):
     # BN statistics: one train-mode pass over the shuffled, non-augmented training set
     model.load_state_dict({n: swa[n] for n in names}, strict=False)
     model = speed_setup(model, torch.device("cpu"), "auto", False)  # the memory format swa.py used
-    data = load_data("cifar10", cifar, False, None, None, torch.device("cpu"))
+    data = load_data("cifar10", cifar, False, None, None, torch.device("cpu"), val_size=0.1)  # as train.py split it
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as swa.py ran (--threads 1): the same reduction order in the convolutions
     try:
@@ -127,7 +127,7 @@ def test_swa_is_the_mean_of_the_window_with_recomputed_bn(cifar, tmp_path):
     for k, v in buffers.items():
         torch.testing.assert_close(swa[k], v, rtol=0, atol=1e-6)
     rows = [r for r in RunDir(str(tmp_path / "swa")).metrics() if r.get("swa")]
-    assert len(rows) == 2 and RunDir(str(tmp_path / "swa")).results()["swa_epochs"] == [1, 2, 3]
+    assert len(rows) == 3 and RunDir(str(tmp_path / "swa")).results()["swa_epochs"] == [1, 2, 3]  # train, val, test
 
 
 def test_swa_of_strided_kept_checkpoints_is_their_mean(cifar, tmp_path):

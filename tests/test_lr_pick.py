@@ -5,14 +5,16 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, call, run
 from test_images_data import write_cifar
 from engine.rundir import RunDir
 
 sys.path.insert(0, str(ROOT / "bench"))
 from analysis.sweep import key, scan_pick  # noqa: E402
+from arms import ARMS, LR_FREE  # noqa: E402
 from lr_pick import METHODS, set_flag  # noqa: E402
 
 SIZES = {**{f"data_batch_{i}": 24 for i in range(1, 6)}, "test_batch": 40}
@@ -49,44 +51,88 @@ def test_scan_is_the_sweeps_prefix(tmp_path):
     assert pick == summary["recommended_plr"] and steps == 120 // 128 + 1  # one epoch of batches
 
 
+NEED = ("torch_lr_finder", "pytorch_lightning", "prodigyopt", "dadaptation", "schedulefree")
+
+
 @pytest.mark.e2e
-@pytest.mark.skipif(not all(__import__("importlib").util.find_spec(m) for m in ("torch_lr_finder", "pytorch_lightning")),
+@pytest.mark.skipif(not all(__import__("importlib").util.find_spec(m) for m in NEED),
                     reason="bench/requirements.txt not installed")
 def test_lr_pick_smoke_end_to_end(tmp_path):
     out = tmp_path / "runs"
-    proc = run("bench/lr_pick.py", "--setup", "synthetic", "--preset", "smoke", "--out", out, "--n_seeds", "2",
-               "--jobs", "2")
+    cmd = ("bench/lr_pick.py", "--setup", "synthetic", "--preset", "smoke", "--out", out, "--eval_seeds", "7 8 9",
+           "--jobs", "2")
+    proc = run(*cmd, timeout=1200)
     assert "written:" in proc.stdout
     res = json.load(open(out / "synthetic" / "lr_pick.json"))
     summary = json.load(open(out / "synthetic" / "summary.json"))
-    assert list(res["methods"]) == list(METHODS) and res["seeds"] == [[0, 0], [0, 1]]
+    assert res["selection"] == summary["selection"] == "validation"
+    assert res["sweep_seeds"] == [[0, 0], [0, 1]] and res["eval_seeds"] == [[7, 7], [8, 8], [9, 9]]
+    names = list(METHODS[:-1]) + [f"{a}_sphere" for a in LR_FREE] + ["grid_best"]
+    assert sorted(res["methods"]) == sorted(names)
+    run_steps = 200 + 100  # one smoke run: 200 pre-training + 100 fine-tuning iterations
+    assert res["run_steps"] == run_steps
     for name, m in res["methods"].items():
-        assert len(m["lrs"]) == 2 and isinstance(m["cost_steps"], int) and m["cost_steps"] >= 0, name
-        for k in ("finetune", "swa", "cosine"):
-            if m[f"{k}_acc_mean"] is not None:
-                assert 0 <= m[f"{k}_acc_mean"] <= 1 and m[f"{k}_acc_std"] >= 0
+        assert m["kind"] == {"recommended": "pick", "scan": "pick", "torch_lr_finder": "pick", "lightning": "pick",
+                             "grid_best": "oracle", "default": "default"}.get(name, "lr_free"), name
+        assert len(m["per_seed"]) == 3 and 0 <= m["final_acc_mean"] <= 1 and m["final_acc_std"] >= 0, name
+        if name != "recommended":
+            assert m["vs_recommended"]["n"] == 3
     rec = res["methods"]["recommended"]
-    assert rec["lrs"] == [key(summary["recommended_plr"])] * 2
-    # the sweep's cost: 3 PLRs x 2 seeds x 200 pre-training steps + 2 FLRs x 100 fine-tuning steps each
-    assert rec["cost_steps"] == 3 * 2 * (200 + 2 * 100)
-    # a range test takes at most 100 steps, and its picks are what range_tests.json holds
+    assert rec["lrs"] == [key(summary["recommended_plr"])] * 3
+    # the sweep's cost: 3 PLRs x 2 data seeds x (200 + 2 FLRs x 100) steps; SWA averages kept steps (no training)
+    assert rec["cost_runs"] == pytest.approx(3 * 2 * (200 + 2 * 100) / run_steps)
+    assert res["methods"]["grid_best"]["cost_runs"] is None  # an oracle
     tests = json.load(open(out / "synthetic" / "lr_pick" / "range_tests.json"))
-    for name in ("torch_lr_finder", "lightning"):
-        assert 0 < res["methods"][name]["cost_steps"] <= 100
-        elrs = [tests[f"s0_d{d}"][name]["elr"] for d in (0, 1)]
+    for name in ("torch_lr_finder", "lightning"):  # a range test: its steps, plus the run it picks for
+        steps = np.mean([tests[f"s{d}_d{d}"][name]["steps"] for d in (7, 8, 9)])
+        assert res["methods"][name]["cost_runs"] == pytest.approx(1 + steps / run_steps)
+        elrs = [tests[f"s{d}_d{d}"][name]["elr"] for d in (7, 8, 9)]
         assert res["methods"][name]["lrs"] == [None if e is None else key(e) for e in elrs]
-    # the recommended PLR's fine-tuned accuracy is the sweep's run at the low FLR, seed by seed
-    ft = {(m["seed"], m["data_seed"], m["plr"], m["flr"]): r["test_acc"]
-          for d in ("d0", "d1") for m, r in zip(RunDir(str(out / "synthetic" / "finetune" / d)).members(),
-                                                RunDir(str(out / "synthetic" / "finetune" / d)).results()["members"])}
+        assert all(r["final_acc"] == r["cosine_acc"] for r in res["methods"][name]["per_seed"])
+    for name in list(ARMS) + [f"{a}_sphere" for a in LR_FREE]:  # one run each, its effective LR logged
+        m = res["methods"][name]
+        assert m["cost_runs"] == 1 and all(e is not None and e > 0 for e in m["effective_lrs"]), name
+        assert m["sphere"] == name.endswith("_sphere")
+    # the recommended PLR's final accuracy: the held-out seeds' fine-tuning at the low FLR, seed by seed
+    ft = {}
+    for d in (7, 8, 9):
+        rd = RunDir(str(out / "synthetic" / "lr_pick" / "finetune" / f"s{d}_d{d}"))
+        for m, r in zip(rd.members(), rd.results()["members"]):
+            ft[(m["seed"], m["data_seed"], m["plr"], m["flr"])] = r["test_acc"]
     for row in rec["per_seed"]:
-        assert row["finetune_acc"] == ft[(row["seed"][0], row["seed"][1], summary["recommended_plr"], 1e-4)]
+        assert row["final_acc"] == row["finetune_acc"] == ft[(*row["seed"], summary["recommended_plr"], 1e-4)]
+    best = res["methods"]["grid_best"]  # the oracle: the grid's best mean fine-tuned test accuracy, held out
+    means = {p: np.mean([ft[(d, d, p, 1e-4)] for d in (7, 8, 9)]) for p in summary["plrs"]}
+    assert best["lrs"][0] == key(max(means, key=lambda p: (means[p], -p)))
     # the cosine runs: the schedule and the pre-training + fine-tuning length, at the picked LR
     cos = out / "synthetic" / "lr_pick" / "cosine" / "pretrain"
     for d in os.listdir(cos):
         args = RunDir(str(cos / d)).config()["args"]
-        assert args["schedule"] == "cosine" and args["iters"] == 300 and len(args["lr"]) == 1
+        assert args["schedule"] == "cosine" and args["iters"] == run_steps and len(args["lr"]) == 1
+    assert (out / "synthetic" / "figures" / "lr_free.png").stat().st_size > 10_000
     # rerunning trains nothing and writes the same table
-    again = run("bench/lr_pick.py", "--setup", "synthetic", "--preset", "smoke", "--out", out, "--n_seeds", "2",
-                "--jobs", "2")
-    assert "== 0 of" in again.stdout and json.load(open(out / "synthetic" / "lr_pick.json")) == res
+    again = run(*cmd, timeout=1200)
+    assert "== the arms: 0 of" in again.stdout and "== the picks: 0 of" in again.stdout
+    assert json.load(open(out / "synthetic" / "lr_pick.json")) == res
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--methods", "random_search"), "--methods random_search: unknown"),
+    (("--eval_seeds", "0 7 8"), "--eval_seeds 0: the sweep uses these seeds"),
+    (("--eval_seeds", "7 8"), "give at least 3 held-out seeds"),
+    (("--eval_seeds", "7 x"), "--eval_seeds '7 x': give non-negative integers"),
+])
+def test_bad_input_is_one_line(flags, message, tmp_path):
+    proc = call("bench/lr_pick.py", "--setup", "synthetic", "--preset", "smoke", "--eval_seeds", "7 8 9", *flags,
+                "--out", tmp_path, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert not os.listdir(tmp_path)  # before the sweep: nothing written
+
+
+def test_a_missing_package_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "prodigyopt", None)  # as if bench/requirements.txt had not been installed
+    proc = call("bench/lr_pick.py", "--setup", "synthetic", "--preset", "smoke", "--eval_seeds", "7 8 9",
+                "--out", tmp_path, check=False)
+    assert proc.returncode == 2 and "the package prodigyopt is missing: pip install -r bench/requirements.txt" \
+        in proc.stderr and not os.listdir(tmp_path)

@@ -1,59 +1,133 @@
-"""Regime labelling on constructed sweeps with known answers (analysis/regimes.py)."""
+"""Regime labelling on constructed sweeps with known answers (analysis/regimes.py): the regimes and
+their cleanup, PLRs too small to move, the one test that makes the range, 2A and the reason agree,
+the practical rule, and the texts."""
 import math
 
 import numpy as np
 import pytest
 
-from analysis.regimes import (DIV_TOL, LOSS_TOL, QUALITY_TOL, RULE, label_regimes, recommended_range, rule_text, segment,
-                           still_decreasing)
+from analysis.regimes import RULE, PLRResult, Rule, as_good, label_regimes, segment, still_decreasing
 
 # 12 PLRs: regime 1 = first 4, regime 2 = next 5, regime 3 = last 3
 PLRS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5]
 LOSS = [1e-5, 1e-5, 2e-5, 3e-5, 0.1, 0.15, 0.2, 0.25, 0.3, 0.69, 0.70, 0.69]
 ACC = [1.0, 1.0, 1.0, 1.0, 0.97, 0.95, 0.92, 0.90, 0.85, 0.50, 0.51, 0.49]
 CLEAN = ["1"] * 4 + ["2"] * 5 + ["3"] * 3
-
-# fine-tuning (two FLRs) and SWA: 2A = 2e-3 and 5e-3 (all results within 1 pp of the best, 0.91 at 5e-3)
-FT = [{1e-5: 0.88, 1e-4: 0.885}] * 4 + [
-    {1e-5: 0.903, 1e-4: 0.902}, {1e-5: 0.91, 1e-4: 0.905},   # 2A
-    {1e-5: 0.90, 1e-4: 0.85}, {1e-5: 0.87, 1e-4: 0.80}, {1e-5: 0.80, 1e-4: 0.70},  # 2B: FLR-dependent, worse
-] + [{1e-5: 0.5, 1e-4: 0.5}] * 3
-SWA = [0.89] * 4 + [0.91, 0.915, 0.88, 0.82, 0.75] + [0.5] * 3
+# mean fine-tuned/SWA accuracy per PLR: the best at 5e-3 (0.91); 2e-3 0.005 below it, 1e-2 0.01 below
+SCORE = [0.88] * 4 + [0.905, 0.91, 0.90, 0.85, 0.78] + [0.5] * 3
 
 
-def _geo(a, b):
-    return math.sqrt(a * b)
+def sweep(loss=LOSS, acc=ACC, score=SCORE, std=0.001, seeds=10, plrs=PLRS, curves=None, pretrain_acc=None):
+    """PLRResults of the constructed sweep: scores (mean, std, seeds) where `score` gives a mean."""
+    n = len(plrs)
+    return [PLRResult(plrs[i], loss[i], acc[i], pretrain_acc=None if pretrain_acc is None else pretrain_acc[i],
+                      curve=None if curves is None else curves[i],
+                      score=None if score is None or score[i] is None else (score[i], std, seeds)) for i in range(n)]
 
 
-def test_clean_sweep_labels_and_boundaries():
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5)
-    assert out["labels"] == CLEAN  # no FT/SWA: regime 2 stays "2"
-    assert out["raw_labels"] == ["1"] * 4 + ["2"] * 5 + ["3"] * 3 and out["relabelled"] == []
+def labels_of(out):
+    return "".join(f"{lab:3}" for lab in out["labels"]).split()
+
+
+def test_clean_sweep_without_scores():
+    out = label_regimes(sweep(score=None), chance=0.5)
+    assert out["labels"] == CLEAN  # no scores (a scan): regime 2 is not split
+    assert out["raw_labels"] == CLEAN and out["relabelled"] == []
     assert out["brackets"] == {"1|2": [1e-3, 2e-3], "2A|2B": None, "2|3": [5e-2, 0.1]}
-    assert out["boundaries"]["1|2"] == pytest.approx(_geo(1e-3, 2e-3))
-    assert out["boundaries"]["2|3"] == pytest.approx(_geo(5e-2, 0.1))
-    assert out["boundaries"]["2A|2B"] is None
+    assert out["boundaries"]["1|2"] == pytest.approx(math.sqrt(1e-3 * 2e-3))
+    assert out["recommended_plr"] == 2e-3 and "smallest regime-2 PLR, just above the 1|2 boundary" in out["reason"]
+    assert out["range"] is None and "no range" in out["range_reason"]
 
 
-def test_two_a_two_b_and_recommendation():
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=FT, swa_acc=SWA)
-    assert out["labels"] == ["1"] * 4 + ["2A"] * 2 + ["2B"] * 3 + ["3"] * 3
-    assert out["brackets"]["2A|2B"] == [5e-3, 1e-2]
-    assert out["boundaries"]["2A|2B"] == pytest.approx(_geo(5e-3, 1e-2))
-    assert out["best_quality"] == pytest.approx(np.mean([0.91, 0.905, 0.915]))
-    assert out["recommended_plr"] == 5e-3  # the 2A PLR with the best mean FT/SWA accuracy
-    assert "2A" in out["reason"]
-    # 1|2 and 2|3 do not depend on the fine-tuning results
-    assert out["brackets"]["1|2"] == [1e-3, 2e-3] and out["brackets"]["2|3"] == [5e-2, 0.1]
+def test_two_a_is_the_regime_two_part_of_the_range():
+    # std 0.001 over 10 seeds: 2 standard errors of a difference = 0.00094: 2e-3 (0.005 below) is not as
+    # good as the best, so neither 2A nor in the range; the range and 2A are one test
+    out = label_regimes(sweep(), chance=0.5)
+    assert out["labels"] == ["1"] * 4 + ["2B", "2A", "2B", "2B", "2B"] + ["3"] * 3
+    assert out["recommended_plr"] == 5e-3 and out["range_plrs"] == [5e-3] and out["range"] == [5e-3, 5e-3]
+    assert "in 2A" in out["reason"] and "0.9100 +- 0.0003 over 10 seeds" in out["reason"]
+    assert out["brackets"]["2A|2B"] == [5e-3, 1e-2] and out["boundaries"]["2A|2B"] == pytest.approx(math.sqrt(5e-5))
+    # noisy seeds (std 0.02 over 5: 2 s.e. = 0.028): 2e-3 and 1e-2 join, 2e-2 (0.06 below) does not
+    out = label_regimes(sweep(std=0.02, seeds=5), chance=0.5)
+    assert out["labels"][4:9] == ["2A", "2A", "2A", "2B", "2B"]
+    assert out["range_plrs"] == [2e-3, 5e-3, 1e-2]  # regime 1 (0.03 below) is out too
+    assert out["brackets"]["2A|2B"] == [1e-2, 2e-2]
+    for lab, p in zip(out["labels"], PLRS):  # every 2A PLR is in the range, every regime-2 one outside is 2B
+        if p in out["range_plrs"]:
+            assert lab in ("1", "2A")
+        elif lab.startswith("2"):
+            assert lab == "2B"
 
 
-def test_recommendation_tie_goes_to_lower_plr():
-    ft = list(FT)
-    ft[4] = ft[5]
-    swa = list(SWA)
-    swa[4] = swa[5]
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft, swa_acc=swa)
+def test_the_five_plr_sweep_a_new_user_ran():
+    """5 PLRs x 3 seeds: the lower regime-2 PLRs at 73.2 % and 77.6 % against the best's 79.8 +- 0.6 %
+    are neither 2A nor in the range, and the reason and range say the same."""
+    plrs = [1e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+    loss, acc = [0.005, 0.3, 0.35, 0.4, 2.3], [0.99, 0.9, 0.88, 0.85, 0.1]
+    score = [0.70, 0.732, 0.776, 0.798, None]
+    std = [0.01, 0.01, 0.005, 0.0042, 0.0]  # the best's: a 0.3 % standard error over 3 seeds
+    s = [PLRResult(p, lo, a, score=None if m is None else (m, sd, 3))
+         for p, lo, a, m, sd in zip(plrs, loss, acc, score, std)]
+    out = label_regimes(s, chance=0.1)
+    assert out["labels"] == ["1", "2B", "2B", "2A", "3"]
+    assert out["range_plrs"] == [1e-2] and out["recommended_plr"] == 1e-2
+    assert "0.7980 +- 0.0030 over 3 seeds" in out["reason"]
+
+
+def test_a_plr_too_small_to_move_is_regime_one_and_never_recommended():
+    # 1e-4 stayed at chance (loss 2.304 after 5 epochs) below PLRs that learned: not divergence
+    plrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    loss, acc = [2.304, 0.005, 0.3, 0.5, 2.31], [0.11, 0.99, 0.9, 0.8, 0.1]
+    score = [0.95, 0.80, 0.85, 0.78, 0.10]  # even a (spuriously) high score does not make it the pick
+    out = label_regimes([PLRResult(p, lo, a, score=(m, 0.01, 3)) for p, lo, a, m in zip(plrs, loss, acc, score)],
+                        chance=0.1)
+    assert out["labels"][0] == "1" and out["labels"][-1] == "3" and out["not_learned"] == [1e-4]
+    assert out["recommended_plr"] == 1e-2 and 1e-4 not in out["range_plrs"]
+    # without scores (a scan) the pick is the smallest regime-2 PLR that learned
+    out = label_regimes([PLRResult(p, lo, a) for p, lo, a in zip(plrs, loss, acc)], chance=0.1)
+    assert out["labels"] == ["1", "1", "2", "2", "3"] and out["recommended_plr"] == 1e-2
+
+
+def test_no_regime_one_says_so_and_no_boundary_next_to_the_pick():
+    out = label_regimes(sweep(score=None)[4:], chance=0.5)
+    assert out["labels"] == ["2"] * 5 + ["3"] * 3 and out["boundaries"]["1|2"] is None
+    assert out["recommended_plr"] == 2e-3
+    assert "no PLR of the sweep reached regime 1" in out["reason"] and "1|2 boundary is not known" in out["reason"]
+    assert "just above the 1|2 boundary" not in out["reason"]
+    out = label_regimes(sweep()[4:], chance=0.5)  # with scores: the best is 2A, without a boundary below it
+    assert out["recommended_plr"] == 5e-3 and "just above" not in out["reason"]
+    assert "reached regime 1" in out["reason"]
+    assert "reached regime 1" not in label_regimes(sweep(), chance=0.5)["reason"]
+
+
+def test_recommendation_in_regime_one_and_ties():
+    score = list(SCORE)
+    score[2] = 0.93  # a regime-1 PLR is the best: every regime-2 PLR is 2B
+    out = label_regimes(sweep(score=score), chance=0.5)
+    assert out["labels"] == ["1"] * 4 + ["2B"] * 5 + ["3"] * 3 and out["brackets"]["2A|2B"] is None
+    assert out["recommended_plr"] == 5e-4 and "in regime 1, below the detected 1|2 boundary" in out["reason"]
+    score = list(SCORE)
+    score[4] = score[5]  # a tie: the lower PLR
+    out = label_regimes(sweep(score=score), chance=0.5)
     assert out["labels"][4:6] == ["2A", "2A"] and out["recommended_plr"] == 2e-3
+
+
+def test_fewer_seeds_use_the_fixed_tolerance_and_say_so():
+    out = label_regimes(sweep(std=0.02, seeds=2), chance=0.5)
+    assert out["labels"][4:9] == ["2A", "2A", "2A", "2B", "2B"]  # within 0.02 of 0.91: 0.905, 0.90
+    assert "fixed tolerance" in out["two_a_test"] and "fixed tolerance" in out["range_reason"]
+    assert out["range_plrs"] == [2e-3, 5e-3, 1e-2]
+    assert "one seed" in label_regimes(sweep(seeds=1), chance=0.5)["reason"]
+    tight = label_regimes(sweep(), chance=0.5)
+    assert "standard errors" in tight["two_a_test"] and "fixed" not in tight["two_a_test"]
+
+
+def test_as_good_statistics():
+    se = (0.02 ** 2 / 3 + 0.02 ** 2 / 3) ** 0.5  # std 0.02 over 4 seeds each
+    best = (0.90, 0.02, 4)
+    assert as_good(best, (0.90 - 1.9 * se, 0.02, 4)) and not as_good(best, (0.90 - 2.1 * se, 0.02, 4))
+    assert as_good(best, (0.885, 0.0, 2)) and not as_good(best, (0.875, 0.0, 2))  # 2 seeds: within 0.02
+    assert as_good(best, (0.875, 0.0, 2), Rule(tolerance=0.03))
 
 
 @pytest.mark.parametrize("i, loss, acc", [
@@ -65,107 +139,33 @@ def test_recommendation_tie_goes_to_lower_plr():
 def test_noisy_plr_is_cleaned(i, loss, acc):
     losses, accs = list(LOSS), list(ACC)
     losses[i], accs[i] = loss, acc
-    out = label_regimes(PLRS, losses, accs, chance=0.5)
-    assert out["raw_labels"] != ["1"] * 4 + ["2"] * 5 + ["3"] * 3
-    assert out["labels"] == CLEAN
-    assert out["relabelled"] == [PLRS[i]]
+    out = label_regimes(sweep(losses, accs, score=None), chance=0.5)
+    assert out["raw_labels"] != CLEAN and out["labels"] == CLEAN and out["relabelled"] == [PLRS[i]]
     assert out["brackets"] == {"1|2": [1e-3, 2e-3], "2A|2B": None, "2|3": [5e-2, 0.1]}
 
 
-def test_noisy_two_a_vote_is_cleaned():
-    # 2e-2 (deep in 2B) happens to reach the best quality: 2A stays the contiguous lower part
-    ft, swa = list(FT), list(SWA)
-    ft[7], swa[7] = {1e-5: 0.91, 1e-4: 0.91}, 0.91
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft, swa_acc=swa)
-    assert out["labels"] == ["1"] * 4 + ["2A"] * 2 + ["2B"] * 3 + ["3"] * 3
-    assert out["recommended_plr"] == 5e-3
-
-
-def test_no_finetune_data_leaves_two_unknown():
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=[None] * 12, swa_acc=[None] * 12)
-    assert out["labels"] == CLEAN
-    assert out["boundaries"]["2A|2B"] is None and out["brackets"]["2A|2B"] is None
-    assert out["recommended_plr"] == 2e-3  # smallest regime-2 PLR
-    assert "unknown" in out["reason"] and "smallest regime-2" in out["reason"]
-    # results only in regime 1 do not decide 2A either
-    ft = FT[:4] + [None] * 8
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft)
-    assert out["labels"] == CLEAN and out["recommended_plr"] == 2e-3
-
-
-def test_missing_results_do_not_vote():
-    # SWA only, and no results at 2e-3: 5e-3 votes 2A, so 2e-3 (below it) is 2A by position
-    swa = list(SWA)
-    swa[4] = None
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, swa_acc=swa)
-    assert out["labels"] == ["1"] * 4 + ["2A"] * 2 + ["2B"] * 3 + ["3"] * 3
-    assert out["quality"][4] is None and out["recommended_plr"] == 5e-3
-    # NaN / None accuracies inside an FT dict are ignored
-    ft = list(FT)
-    ft[6] = {1e-5: float("nan"), 1e-4: None}
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft)
-    assert out["quality"][6] is None
-    assert out["labels"] == ["1"] * 4 + ["2A"] * 2 + ["2B"] * 3 + ["3"] * 3
-
-
-def test_empty_two_a():
-    # every regime-2 PLR is worse than regime 1: all 2B, recommend the best PLR overall
-    ft = [{1e-5: 0.9, 1e-4: 0.9}] * 4 + [{1e-5: 0.85, 1e-4: 0.8}] * 5 + [{1e-5: 0.5}] * 3
-    ft[2] = {1e-5: 0.92, 1e-4: 0.92}
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft)
-    assert out["labels"] == ["1"] * 4 + ["2B"] * 5 + ["3"] * 3
-    assert out["boundaries"]["2A|2B"] is None
-    assert out["recommended_plr"] == 5e-4 and "in regime 1, below the detected 1|2 boundary" in out["reason"]
-
-
-def test_no_regime_three():
-    out = label_regimes(PLRS[:9], LOSS[:9], ACC[:9], chance=0.5, ft_acc=FT[:9], swa_acc=SWA[:9])
-    assert out["labels"] == ["1"] * 4 + ["2A"] * 2 + ["2B"] * 3
-    assert out["boundaries"]["2|3"] is None and out["brackets"]["2|3"] is None
-    assert out["brackets"]["1|2"] == [1e-3, 2e-3] and out["recommended_plr"] == 5e-3
-
-
-def test_no_regime_one():
-    out = label_regimes(PLRS[4:], LOSS[4:], ACC[4:], chance=0.5)
-    assert out["labels"] == ["2"] * 5 + ["3"] * 3
-    assert out["boundaries"]["1|2"] is None and out["brackets"]["2|3"] == [5e-2, 0.1]
-    assert out["recommended_plr"] == 2e-3
-    assert "no PLR of the sweep reached regime 1" in out["reason"]  # e.g. a scan cut too short
-    assert "reached regime 1" not in label_regimes(PLRS, LOSS, ACC, chance=0.5)["reason"]
-
-
-def test_no_regime_two():
+def test_no_regime_two_or_three_and_nothing_learned():
     keep = [0, 1, 2, 3, 9, 10, 11]
-    out = label_regimes([PLRS[i] for i in keep], [LOSS[i] for i in keep], [ACC[i] for i in keep], chance=0.5)
+    out = label_regimes([sweep(score=None)[i] for i in keep], chance=0.5)
     assert out["labels"] == ["1"] * 4 + ["3"] * 3
-    # both thresholds lie in the same gap: regime 2 is narrower than the grid spacing
-    assert out["brackets"]["1|2"] == out["brackets"]["2|3"] == [1e-3, 0.1]
-    assert out["boundaries"]["2A|2B"] is None
-    assert out["recommended_plr"] == 1e-3 and "larger PLRs" in out["reason"]
-
-
-def test_everything_diverges_or_converges():
-    out = label_regimes(PLRS[9:], LOSS[9:], ACC[9:], chance=0.5)
-    assert out["labels"] == ["3"] * 3 and out["recommended_plr"] is None
-    assert "smaller PLRs" in out["reason"]
-    assert all(v is None for v in out["boundaries"].values())
-    out = label_regimes(PLRS[:4], LOSS[:4], ACC[:4], chance=0.5)
-    assert out["labels"] == ["1"] * 4 and out["recommended_plr"] == 1e-3
+    assert out["brackets"]["1|2"] == out["brackets"]["2|3"] == [1e-3, 0.1]  # regime 2 narrower than the grid
+    assert out["recommended_plr"] == 1e-3 and "extend the sweep upwards" in out["reason"]
+    out = label_regimes(sweep()[:9], chance=0.5)
+    assert out["boundaries"]["2|3"] is None and out["recommended_plr"] == 5e-3
+    out = label_regimes(sweep()[9:], chance=0.5)
+    assert out["labels"] == ["3"] * 3 and out["recommended_plr"] is None and "smaller PLRs" in out["reason"]
     assert all(v is None for v in out["boundaries"].values())
 
 
 def test_divergence_is_relative_to_chance():
-    # CIFAR-10: chance 0.1, threshold 0.1 + DIV_TOL * 0.9 = 0.19
-    plrs = [1e-3, 1e-2, 0.1, 1.0]
-    loss = [1e-3, 0.5, 2.0, float("nan")]
-    acc = [1.0, 0.85, 0.25, 0.1]
-    out = label_regimes(plrs, loss, acc, chance=0.1)
-    assert out["labels"] == ["1", "2", "2", "3"]
-    acc[2] = 0.1 + DIV_TOL * 0.9 - 1e-9
-    assert label_regimes(plrs, loss, acc, chance=0.1)["labels"] == ["1", "2", "3", "3"]
-    # a non-finite loss counts as divergence whatever the accuracy
-    loss[2], acc[2] = float("inf"), 0.5
-    assert label_regimes(plrs, loss, acc, chance=0.1)["labels"] == ["1", "2", "3", "3"]
+    # CIFAR-10: chance 0.1, learned above 0.1 + 0.1 x 0.9 = 0.19
+    plrs, loss, acc = [1e-3, 1e-2, 0.1, 1.0], [1e-3, 0.5, 2.0, float("nan")], [1.0, 0.85, 0.25, 0.1]
+    labels = lambda: label_regimes([PLRResult(*x) for x in zip(plrs, loss, acc)], chance=0.1)["labels"]  # noqa
+    assert labels() == ["1", "2", "2", "3"]
+    acc[2] = 0.1 + RULE.div_tol * 0.9 - 1e-9
+    assert labels() == ["1", "2", "3", "3"]
+    loss[2], acc[2] = float("inf"), 0.5  # a non-finite loss: not learned, whatever the accuracy
+    assert labels() == ["1", "2", "3", "3"]
 
 
 def test_still_decreasing_curve_is_regime_one():
@@ -174,71 +174,55 @@ def test_still_decreasing_curve_is_regime_one():
     rng = np.random.default_rng(0)
     flat = [(int(s), 0.05 * (1 + 0.3 * rng.standard_normal())) for s in steps]  # noisy, stationary
     assert still_decreasing(falling) and not still_decreasing(flat)
-    curves = [None] * 12
-    curves[4] = falling
-    losses = list(LOSS)
-    losses[4] = falling[-1][1]  # 0.05 > LOSS_TOL, but still falling
-    out = label_regimes(PLRS, losses, ACC, chance=0.5, loss_curves=curves)
-    assert losses[4] > LOSS_TOL
-    assert out["labels"] == ["1"] * 5 + ["2"] * 4 + ["3"] * 3
-    assert out["brackets"]["1|2"] == [2e-3, 5e-3]
+    losses, curves = list(LOSS), [None] * 12
+    losses[4], curves[4] = falling[-1][1], falling  # 0.05 > loss_tol, but still falling
+    out = label_regimes(sweep(losses, score=None, curves=curves), chance=0.5)
+    assert out["labels"] == ["1"] * 5 + ["2"] * 4 + ["3"] * 3 and out["brackets"]["1|2"] == [2e-3, 5e-3]
     curves[4] = flat
-    out = label_regimes(PLRS, losses, ACC, chance=0.5, loss_curves=curves)
-    assert out["labels"] == CLEAN
+    assert label_regimes(sweep(losses, score=None, curves=curves), chance=0.5)["labels"] == CLEAN
 
 
 def test_still_decreasing_edge_cases():
     assert not still_decreasing(None) and not still_decreasing([]) and not still_decreasing([(1, 0.3)])
     assert not still_decreasing([(1, 0.5), (2, None)])
     assert still_decreasing([(2, 0.1), (1, 0.5)])            # sorted by step; last/first = 0.2
-    assert not still_decreasing([(1, 0.5), (2, 0.3)])        # 0.6 >= DECAY_RATIO
+    assert not still_decreasing([(1, 0.5), (2, 0.3)])        # 0.6 >= the decay ratio
     assert still_decreasing([(1, 0.5), (2, float("nan")), (3, 0.1)])
     assert not still_decreasing([(1, 0.0), (2, 0.0)])
 
 
-def test_practical_boundary_at_best_pretrain_accuracy():
+def test_practical_boundary_at_the_best_pretraining_accuracy():
     plrs = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0]
-    # weight decay keeps the loss from converging at any PLR
-    loss = [0.05, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 2.3]
+    loss = [0.05, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 2.3]  # weight decay: no convergence
     acc = [0.99, 0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.87, 0.83, 0.8, 0.72, 0.65, 0.1]
     pt = [0.90, 0.905, 0.91, 0.92, 0.935, 0.93, 0.92, 0.91, 0.90, 0.88, 0.85, 0.80, 0.1]
-    out = label_regimes(plrs, loss, acc, chance=0.1, pt_test_acc=pt, practical=True)
+    s = [PLRResult(*x, pretrain_acc=p) for x, p in zip(zip(plrs, loss, acc), pt)]
+    out = label_regimes(s, chance=0.1, practical=True, split="test")
     assert out["labels"] == ["1"] * 4 + ["2"] * 8 + ["3"]
     assert out["boundaries"]["1|2"] == 2e-3 and out["brackets"]["1|2"] == [2e-3, 2e-3]
-    assert out["brackets"]["2|3"] == [0.5, 1.0]
-    assert out["recommended_plr"] == 2e-3 and "Practical" in out["rule"]
-    # with fine-tuning results 2A/2B split as usual
-    # FLR keys as report.py writes them ("%.3g" strings)
-    ft = [{"0.0001": 0.94}] * 4 + [{"0.0001": 0.952, "0.002": 0.951}, {"0.0001": 0.955, "0.002": 0.955},
-                                   {"0.0001": 0.95, "0.002": 0.948}, {"0.0001": 0.94, "0.002": 0.93}] \
-        + [{"0.0001": 0.9}] * 4 + [None]
-    out = label_regimes(plrs, loss, acc, chance=0.1, pt_test_acc=pt, practical=True, ft_acc=ft)
-    assert out["labels"] == ["1"] * 4 + ["2A"] * 3 + ["2B"] * 5 + ["3"]
-    assert out["recommended_plr"] == 5e-3 and out["brackets"]["2A|2B"] == [1e-2, 2e-2]
-    # the non-practical rule would call all of these regime 2 (losses above LOSS_TOL)
-    assert label_regimes(plrs, loss, acc, chance=0.1)["labels"][:4] == ["2"] * 4
-    with pytest.raises(ValueError, match="pt_test_acc"):
-        label_regimes(plrs, loss, acc, chance=0.1, practical=True)
+    assert out["brackets"]["2|3"] == [0.5, 1.0] and out["recommended_plr"] == 2e-3
+    assert out["rule"].splitlines()[1].startswith("Practical setting") and "pre-training test accuracy" in out["rule"]
+    # the non-practical rule would call all of these regime 2 (losses above loss_tol)
+    assert label_regimes([PLRResult(*x) for x in zip(plrs, loss, acc)], chance=0.1)["labels"][:4] == ["2"] * 4
+    with pytest.raises(ValueError, match="pretrain_acc"):
+        label_regimes([PLRResult(*x) for x in zip(plrs, loss, acc)], chance=0.1, practical=True)
 
 
 def test_synthetic_grid_brackets():
     """Numbers shaped like the synthetic sweep of docs/protocol.md section 7 give its boundaries."""
     plrs = list(np.logspace(-4.5, -2.25, 10)[:-1]) + list(np.logspace(-2.25, -1.25, 9)[:-1]) \
         + list(np.logspace(-1.25, 0, 6))
-    assert len(plrs) == 23
-    i12 = 11  # 1e-2: first non-converging PLR
-    i3 = 17   # 5.62e-2: first chance-level PLR
+    i12, i3 = 11, 17  # 1e-2: the first PLR whose loss does not converge; 5.62e-2: the first at chance
     loss = [1e-5 * 10 ** (i / 4) for i in range(i12)] + [0.05 + 0.04 * k for k in range(i3 - i12)] \
         + [0.693] * (23 - i3)
     acc = [1.0] * i12 + [0.99 - 0.05 * k for k in range(i3 - i12)] + [0.5] * (23 - i3)
-    ft = [{f: 0.90 for f in plrs[:11]}] * i12 + [{f: 0.93 for f in plrs[:11]}] * 3 \
-        + [{f: 0.93 - 0.01 * k * j for j, f in enumerate(plrs[:11])} for k in range(1, 4)] \
-        + [None] * (23 - i3)
-    out = label_regimes(plrs, loss, acc, chance=0.5, ft_acc=ft)
+    score = [0.90] * i12 + [0.93] * 3 + [0.93 - 0.03 * k for k in range(1, 4)] + [None] * (23 - i3)
+    out = label_regimes([PLRResult(p, lo, a, score=None if m is None else (m, 0.004, 50))
+                         for p, lo, a, m in zip(plrs, loss, acc, score)], chance=0.5)
     assert [round(x, 5) for x in out["brackets"]["1|2"]] == [0.0075, 0.01]
     assert [round(x, 4) for x in out["brackets"]["2A|2B"]] == [0.0178, 0.0237]
     assert [round(x, 4) for x in out["brackets"]["2|3"]] == [0.0422, 0.0562]
-    assert out["recommended_plr"] == plrs[i12]
+    assert out["recommended_plr"] == plrs[i12] and out["range_plrs"] == plrs[i12:i12 + 3]
 
 
 def test_segment_ties_and_gaps():
@@ -250,89 +234,22 @@ def test_segment_ties_and_gaps():
     assert segment([], 3) == [0, 0]
 
 
-def test_thresholds_are_arguments_and_rule_text():
-    # a looser loss tolerance turns the lower regime-2 PLRs into regime 1
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, loss_tol=0.16)
-    assert out["labels"] == ["1"] * 6 + ["2"] * 3 + ["3"] * 3
-    assert "0.16" in out["rule"]
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=FT, swa_acc=SWA, quality_tol=0.07)
-    assert out["labels"][4:9] == ["2A", "2A", "2A", "2B", "2B"]
-    assert isinstance(RULE, str) and len(RULE.splitlines()) >= 5
-    assert str(LOSS_TOL) in RULE and str(QUALITY_TOL) in RULE and str(DIV_TOL) in RULE
-    assert RULE == rule_text()
+def test_thresholds_are_a_rule_and_its_text():
+    out = label_regimes(sweep(score=None), chance=0.5, rule=Rule(loss_tol=0.16))
+    assert out["labels"] == ["1"] * 6 + ["2"] * 3 + ["3"] * 3 and "0.16" in out["rule"]
+    out = label_regimes(sweep(std=0.0, seeds=2), chance=0.5, rule=Rule(tolerance=0.07))
+    assert out["labels"][4:9] == ["2A", "2A", "2A", "2A", "2B"]
+    text = RULE.text()
+    assert len(text.splitlines()) >= 5 and str(RULE.loss_tol) in text and str(RULE.tolerance) in text
+    assert "validation accuracy" in text and "test accuracy" in RULE.text(split="test")
 
 
 def test_bad_input():
     with pytest.raises(ValueError, match="increasing"):
-        label_regimes([1e-3, 1e-3], [0.1, 0.1], [0.9, 0.9], chance=0.5)
-    with pytest.raises(ValueError, match="entries"):
-        label_regimes([1e-3, 1e-2], [0.1], [0.9, 0.9], chance=0.5)
-    with pytest.raises(ValueError, match="missing"):
-        label_regimes([1e-3, 1e-2], [0.1, None], [0.9, 0.9], chance=0.5)
+        label_regimes([PLRResult(1e-3, 0.1, 0.9), PLRResult(1e-3, 0.1, 0.9)], chance=0.5)
+    with pytest.raises(ValueError, match="train loss and accuracy"):
+        label_regimes([PLRResult(1e-3, None, 0.9)], chance=0.5)
     with pytest.raises(ValueError, match="empty"):
-        label_regimes([], [], [], chance=0.5)
+        label_regimes([], chance=0.5)
     with pytest.raises(ValueError, match="chance"):
-        label_regimes([1e-3], [0.1], [0.9], chance=10)
-
-
-# ---- the recommended range: PLRs indistinguishable from the best, judged by the spread over seeds
-
-def test_range_clear_winner():
-    """One PLR far above the others (differences of 10 standard errors): the range is that PLR alone."""
-    plrs = [1e-3, 1e-2, 1e-1]
-    out = recommended_range(plrs, [(0.80, 0.01, 5), (0.90, 0.01, 5), (0.75, 0.01, 5)])
-    assert out["range"] == [1e-2, 1e-2] and out["plrs"] == [1e-2]
-
-
-def test_range_tie_within_noise():
-    """Differences smaller than the seeds' spread: the neighbours join the range; a PLR without
-    results (None) never does, and one just beyond 2 standard errors stays out."""
-    plrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-    se = (0.02 ** 2 / 3 + 0.02 ** 2 / 3) ** 0.5  # std 0.02 over 4 seeds: sample variance 0.02^2 x 4/3
-    quality = [(0.90 - 2.5 * se, 0.02, 4), (0.90 - 0.5 * se, 0.02, 4), (0.90, 0.02, 4), None,
-               (0.90 - 1.9 * se, 0.02, 4)]
-    out = recommended_range(plrs, quality)
-    assert out["plrs"] == [1e-3, 1e-2, 1.0] and out["range"] == [1e-3, 1.0]
-    assert "2 standard errors" in out["reason"]
-
-
-def test_range_needs_three_seeds():
-    out = recommended_range([1e-3, 1e-2], [(0.8, 0.0, 1), (0.9, 0.0, 1)])
-    assert out["range"] is None and "one seed" in out["reason"]
-    out = recommended_range([1e-3, 1e-2], [(0.8, 0.01, 2), (0.9, 0.01, 3)])
-    assert out["range"] is None and "2 seeds" in out["reason"] and "at least 3" in out["reason"]
-    assert recommended_range([1e-3], [None])["range"] is None
-
-
-def _stats(means, std, n):
-    return [None if m is None else (m, std, n) for m in means]
-
-
-def test_two_a_statistical_with_enough_seeds():
-    """With >= 3 seeds the 2A test is the range's (within 2 standard errors over seeds of the best PLR's
-    mean quality), so it follows the spread: tight seeds split off a PLR a fixed 0.02 keeps, noisy
-    ones keep PLRs 0.02 drops; the best regime-2 PLR stays 2A, and 2A stays the lower part."""
-    q = [0.88] * 4 + [0.90, 0.91, 0.905, 0.85, 0.80] + [0.5] * 3  # regime 2 = indices 4..8, best 0.91 at 5e-3
-    ft = [{1e-4: v} for v in q]
-    two_a = lambda out: [p for p, lab in zip(PLRS, out["labels"]) if lab == "2A"]  # noqa: E731
-    fixed = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft)
-    assert two_a(fixed) == [2e-3, 5e-3, 1e-2] and "fixed tolerance" in fixed["two_a_test"]
-    # std 0.001 over 10 seeds: 2 standard errors = 0.00094; 1e-2 (0.005 below) is 2B, 2e-3 (0.01 below)
-    # votes 2B but lies below the best, which keeps it in 2A
-    tight = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft, quality_stats=[(v, 0.001, 10) for v in q])
-    assert two_a(tight) == [2e-3, 5e-3] and tight["recommended_plr"] == 5e-3
-    assert "statistical" in tight["two_a_test"] and "standard errors" in tight["rule"]
-    # std 0.05 over 3 seeds: 2 standard errors = 0.1; 2e-2 (0.06 below) is 2A, 5e-2 (0.11 below) is not
-    noisy = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft, quality_stats=[(v, 0.05, 3) for v in q])
-    assert two_a(noisy) == [2e-3, 5e-3, 1e-2, 2e-2] and noisy["labels"][8] == "2B"
-    # 2 seeds: too few, the fixed tolerance stays
-    two = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=ft, quality_stats=[(v, 0.05, 2) for v in q])
-    assert two["labels"] == fixed["labels"] and "fixed tolerance" in two["two_a_test"]
-
-
-def test_best_stays_two_a_when_lower_plrs_vote_two_b():
-    """Fixed tolerance: the first regime-2 PLR is far worse, the second is the best. "2A empty" and "2A up
-    to the best" disagree with one vote each; the tie goes to the best."""
-    q = [0.88] * 4 + [0.80, 0.91, 0.85, 0.85, 0.80] + [0.5] * 3
-    out = label_regimes(PLRS, LOSS, ACC, chance=0.5, ft_acc=[{1e-4: v} for v in q])
-    assert out["labels"][4:9] == ["2A", "2A", "2B", "2B", "2B"] and out["recommended_plr"] == 5e-3
+        label_regimes([PLRResult(1e-3, 0.1, 0.9)], chance=10)
