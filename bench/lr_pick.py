@@ -10,7 +10,9 @@ The sweep (run_all.sh with the setup's --seeds) makes our choice, on validation 
 is then scored by training fresh seeds that are not the sweep's (--eval_seeds: model seed S, and data
 seed S where data are drawn per seed), on their test sets:
   recommended      the sweep's recommended PLR
-  scan             run_all.sh --preset scan's pick (its seed: the sweep's first)
+  scan             the cheap scan's pick: a fifth of the sweep's pre-training at every PLR, its first seed
+                   alone, no fine-tuning (what run_all.sh --preset scan runs, read off the sweep's runs,
+                   whose first steps a scan's are)
   torch_lr_finder  LRFinder.range_test's steepest-descent suggestion (bench/range_test.py), per eval seed
   lightning        Tuner.lr_find's suggestion, per eval seed (both on one thread: the suggestion moves with
                    the summation order)
@@ -44,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
-from analysis.sweep import collect, key, read_sweep, results_index, run_steps  # noqa: E402
+from analysis.sweep import collect, key, read_sweep, results_index, run_steps, scan_pick  # noqa: E402
 from arms import ARMS, LR_FREE, PACKAGES  # noqa: E402
 from core import setups  # noqa: E402
 from core.errors import Parser, UserError, main_guard  # noqa: E402
@@ -52,6 +54,7 @@ from core.io import write_json_atomic  # noqa: E402
 from engine.rundir import RunDir  # noqa: E402
 
 PICKS = ("recommended", "scan", "torch_lr_finder", "lightning", "grid_best")
+SCAN_FRACTION = 5  # the scan: a fifth of the sweep's pre-training, one seed (run_all.sh --preset scan)
 RANGE_TESTS = ("torch_lr_finder", "lightning")
 METHODS = PICKS[:4] + ARMS + PICKS[4:]
 KIND = {"recommended": "pick", "scan": "pick", "torch_lr_finder": "pick", "lightning": "pick", "grid_best": "oracle",
@@ -213,7 +216,7 @@ def main():
     if subprocess.run(["bash", os.path.join(REPO, "run_all.sh"), *ra, "--stages", "pretrain finetune swa"],
                       cwd=REPO).returncode:
         raise UserError("the sweep failed (run_all.sh)")
-    summary, records, sweep_units, _ = read_sweep(sweep)
+    summary, records, sweep_units, pt_runs = read_sweep(sweep)
     s = Setup(ra, sweep)
     evals = units(eval_seeds, s.per_seed_data)
     plrs = [key(e["plr"]) for e in summary["per_plr"]]
@@ -226,14 +229,12 @@ def main():
         rec = summary["recommended_plr"]
         picks["recommended"] = {u: None if rec is None else key(rec) for u in evals}
         cost["recommended"] = run_steps(sweep) / s.run_steps
-    if "scan" in args.methods:
-        scan_args = ra + ["--preset", "scan", "--seeds", str(sweep_units[0][0])]
-        print("== the scan: bash run_all.sh " + " ".join(map(shlex.quote, scan_args)))
-        if subprocess.run(["bash", os.path.join(REPO, "run_all.sh"), *scan_args], cwd=REPO).returncode:
-            raise UserError("the scan failed (run_all.sh --preset scan)")
-        scan = json.load(open(os.path.join(sweep, "scan", "summary.json")))
-        picks["scan"] = {u: None if scan["recommended_plr"] is None else key(scan["recommended_plr"]) for u in evals}
-        cost["scan"] = (scan.get("scan") or {}).get("cost_runs") or run_steps(os.path.join(sweep, "scan")) / s.run_steps
+    if "scan" in args.methods:  # the scan of this sweep's size, read off its first seed's runs: a scan's runs
+        # are the prefixes of the sweep's (batches are a function of the seed and the step)
+        budget = -(-s.pt_len // SCAN_FRACTION)
+        pick, steps = scan_pick(pt_runs, sweep_units[0], budget, s.meta["chance"], s.meta["recipe"]["sphere"] == "off")
+        picks["scan"] = {u: None if pick is None else key(pick) for u in evals}
+        cost["scan"] = steps * len(plrs) / s.run_steps
     ranged = [m for m in RANGE_TESTS if m in args.methods]
     if ranged:
         tests = range_tests(s, evals, ranged, here)
