@@ -12,7 +12,7 @@ computes, plotting reads: the figures are drawn from summary.json alone (analysi
 import os
 
 from analysis.figures import draw_all
-from analysis.sweep import add_regimes, collect, collect_geometry, summarize
+from analysis.sweep import add_regimes, add_scan, collect, collect_geometry, summarize
 from core.errors import Parser, UserError, main_guard
 from core.io import write_json_atomic
 
@@ -23,7 +23,33 @@ SELECTION = {
     "test": "Choices (2A, the recommended PLR and range) are made on test accuracy, as the paper did for its "
             "image setups (the whole training set trained on): the best PLR's test accuracy is then an "
             "optimistic estimate. Hold out a validation set (train.py --val_size, the quick presets) for an "
-            "unbiased one."}
+            "unbiased one.",
+    "training curves": "The scan chooses on training curves alone (each PLR's train loss and accuracy); no "
+                       "validation or test accuracy is used."}
+
+
+def pick_text(summary, fmt):
+    """The bold line's answer: the PLR, or "inconclusive" for a scan that could not decide."""
+    if summary.get("scan") and summary["recommended_plr"] is None:
+        return "inconclusive"
+    return fmt(summary["recommended_plr"])
+
+
+def scan_lines(summary):
+    """For a scan: how sure its answer is, and what to do when its budget ran out."""
+    scan = summary.get("scan")
+    if not scan:
+        return []
+    if scan["pick"] is not None:
+        own = "; ".join(f"{e['plr']:g} {e['decided_by']}" for e in scan["per_plr"] if e["plr"] in scan["bracket"])
+        return [f"How sure: the two PLRs of the bracket were decided by tests on their training curves "
+                f"({own}) after "
+                f"{scan['cost_runs']:.2f} runs. A scan reads one seed's curves: its pick can land a grid step "
+                f"away from a full sweep's best (docs/results.md measures how often); for the range and its "
+                f"uncertainty, run a sweep (--preset quick or paper).", ""]
+    return ["What to do: rerun the same command with a larger --budget (the runs trained so far are continued, "
+            "not redone)" + (f", about {scan['runs_to_decide']:.2g} runs" if scan.get("runs_to_decide") else "")
+            + ", or extend the grid (--plrs) where the boundary lies.", ""]
 
 
 def model_text(summary):
@@ -56,11 +82,11 @@ def write_report_md(summary, root, drawn):
              f"{len(summary['plrs'])} PLRs ({fmt(summary['plrs'][0])} ... {fmt(summary['plrs'][-1])}).", "",
              f"Recipe: {recipe_text(summary.get('recipe'))}. Every LR here is for this recipe.", "",
              SELECTION.get(summary.get("selection"), ""), "",
-             f"**Recommended initial (pre-training) LR: {fmt(summary['recommended_plr'])}**"
+             f"**Recommended initial (pre-training) LR: {pick_text(summary, fmt)}**"
              + (f" - {summary['recommendation_reason']}" if summary.get("recommendation_reason") else ""), "",
              f"**Recommended range: {' .. '.join(map(fmt, summary.get('recommended_range') or [])) or 'none'}**"
              + (f" - {summary['recommended_range_reason']}" if summary.get("recommended_range_reason") else ""), "",
-             f"2A vs 2B: {summary.get('two_a_test') or '-'}.", "",
+             f"2A vs 2B: {summary.get('two_a_test') or '-'}.", "", *scan_lines(summary),
              "| boundary | detected | bracket | paper |", "|---|---|---|---|"]
     for k in ("1|2", "2A|2B", "2|3"):
         br = (summary.get("brackets") or {}).get(k)
@@ -111,6 +137,7 @@ def main():
         raise UserError(f"--root {args.root} holds no complete pre-training run; nothing to report")
     summary = summarize(records, args.root, pairs, paper)
     add_regimes(summary, records, notes)
+    add_scan(summary, args.root)
     summary["at_loss"], summary["at_loss_target"] = at_loss, target
     summary["missing"] = notes
     try:

@@ -10,19 +10,21 @@
 #   bash run_all.sh --setup resnet18_si_cifar10 --preset paper --data_dir ~/datasets --slurm \
 #       --sbatch "--partition=gpu --gres=gpu:1 --time=12:00:00 --account=me"
 #   bash run_all.sh --setup convnet_si_cifar10 --dry_run   # print the commands, run nothing
-#   bash run_all.sh --setup convnet_si_fmnist --preset scan   # cheap: short pre-training only -> 1|2, a PLR
+#   bash run_all.sh --setup synthetic --preset scan --seeds 3   # the adaptive scan: an answer for ~2 runs
 #   bash run_all.sh --setup mine --model my_net.py:Net --model_args width=16 --dataset my_data.npz \
 #       --plrs "1e-3 1e-2 0.1" --flrs "1e-4 1e-3" --epochs 5 --ft_epochs 3 --seeds "0 1" --optimizer adamw
 #
 # Setups (setups.ini: grids, lengths, seeds, the paper's boundaries): SETUPS_LIST, or any NAME
-# with --model and --dataset (your own). Presets: quick (default), paper, smoke, scan (the paper
-# preset's PLR grid and pre-training, but one seed and a fifth of the steps, no fine-tuning ->
-# report.py's 1|2 boundary and the smallest regime-2 PLR; ROOT/SETUP/scan/).
+# with --model and --dataset (your own). Presets: quick (default), paper, smoke, scan (the adaptive
+# scan, scan.py, on the paper preset's PLR grid and lengths and one seed: short runs at every PLR,
+# continued only where the regime is undecided, until the 1|2 boundary is bracketed or --budget R runs
+# of pre-training + fine-tuning (default 2) are spent -> the smallest regime-2 PLR; ROOT/SETUP/scan/).
 # Overrides of the setup's values: --model, --model_args KEY=VALUE ..., --dataset, --plrs, --flrs,
-# --seeds (quoted lists), --epochs, --ft_epochs (with scan, --epochs is the full pre-training the
-# scan is a fifth of). The recipe, for every stage (default: the model record's): --optimizer
-# sgd|adam|adamw, --momentum M, --weight_decay W, --augment none|crop_flip|randaugment, --sphere
-# on|off, --schedule constant|cosine, --batch_size B.
+# --seeds (quoted lists; a scan's seed S is also its data seed where data are drawn per seed),
+# --epochs, --ft_epochs (a scan's full lengths), --train_size, --test_size (images: the first N of
+# each split). The recipe, for every stage (default: the model record's): --optimizer sgd|adam|adamw,
+# --momentum M, --weight_decay W, --augment none|crop_flip|randaugment, --sphere on|off, --schedule
+# constant|cosine, --batch_size B.
 # --stages "pretrain finetune swa evaluate" runs only some stages (then the report); your own setups
 # run "pretrain finetune swa" (what the recommendation needs) unless --measure adds evaluate (the
 # feature or band accuracies and the geometry). --sharpness logs the sharpness while fine-tuning.
@@ -38,7 +40,7 @@ die() { echo "error: $*" >&2; exit 2; }
 PY=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")" && pwd)
 usage() {
-  sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//' | sed "s/SETUPS_LIST/$(cd "$HERE" && $PY -m core.setups --names | sed 's/ /, /g')/"
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' | sed "s/SETUPS_LIST/$(cd "$HERE" && $PY -m core.setups --names | sed 's/ /, /g')/"
 }
 NUMBER='^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$'
 positive() { [[ $1 =~ $NUMBER ]] && awk -v v="$1" 'BEGIN { exit !(v + 0 > 0) }'; }
@@ -48,8 +50,8 @@ check_list() {  # check_list FLAG "VALUES": every value a positive finite number
 }
 
 SETUP=synthetic PRESET=quick ROOT=runs THREADS="" JOBS="" DATA_DIR="" SLURM=0 DRY=0 MEASURE=0 SBATCH="" SHARPNESS=""
-O_STAGES="" O_MODEL="" O_MODEL_ARGS="" O_DATASET="" O_PLRS="" O_FLRS="" O_SEEDS="" O_EPOCHS="" O_FT_EPOCHS=""
-RECIPE=() BATCH=()
+O_STAGES="" O_MODEL="" O_MODEL_ARGS="" O_DATASET="" O_PLRS="" O_FLRS="" O_SEEDS="" O_EPOCHS="" O_FT_EPOCHS="" BUDGET=2
+RECIPE=() BATCH=() SIZES=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --setup) [ $# -ge 2 ] || die "--setup needs a value"; SETUP=$2; shift 2 ;;
@@ -75,6 +77,9 @@ while [ $# -gt 0 ]; do
     --seeds) [[ $# -ge 2 && $2 =~ ^[0-9\ ]*[0-9][0-9\ ]*$ ]] || die "--seeds needs non-negative integers (quoted list)"; O_SEEDS=$2; shift 2 ;;
     --epochs) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--epochs needs a positive integer"; O_EPOCHS=$2; shift 2 ;;
     --ft_epochs) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--ft_epochs needs a positive integer"; O_FT_EPOCHS=$2; shift 2 ;;
+    --budget) [ $# -ge 2 ] && positive "$2" || die "--budget needs a positive number of runs"; BUDGET=$2; shift 2 ;;
+    --train_size|--test_size) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "$1 needs a positive integer"
+                              SIZES="$SIZES $1 $2"; shift 2 ;;
     --optimizer) [[ $# -ge 2 && $2 =~ ^(sgd|adam|adamw)$ ]] || die "--optimizer needs sgd, adam or adamw"
                  RECIPE+=(--optimizer "$2"); shift 2 ;;
     --momentum) [[ $# -ge 2 && $2 =~ $NUMBER ]] && awk -v v="$2" 'BEGIN { exit !(v < 1) }' || \
@@ -115,11 +120,17 @@ eval "$FIELDS"
 [ -z "$O_DATASET" ] || DATASET=$O_DATASET
 [ -z "$O_PLRS" ] || PLRS=$O_PLRS
 [ -z "$O_FLRS" ] || FLRS=$O_FLRS
-if [ -n "$O_SEEDS" ]; then SEEDS=$O_SEEDS; [ "$PRESET" != scan ] || SEEDS=${O_SEEDS%% *}; fi
-if [ -n "$O_EPOCHS" ]; then
-  if [ "$PRESET" = scan ]; then PRETRAIN="--epochs $(( (O_EPOCHS + 4) / 5 ))"; else PRETRAIN="$PRETRAIN --epochs $O_EPOCHS"; fi
+if [ -n "$O_SEEDS" ]; then
+  SEEDS=$O_SEEDS
+  if [ "$PRESET" = scan ]; then SEEDS=${O_SEEDS%% *}; [ -z "$DATA_SEEDS" ] || DATA_SEEDS=$SEEDS; fi
 fi
-[ -z "$O_FT_EPOCHS" ] || FINETUNE="$FINETUNE --epochs $O_FT_EPOCHS"
+if [ "$PRESET" = scan ]; then  # the scan's full lengths
+  PRETRAIN_LENGTH=${O_EPOCHS:-$PRETRAIN_LENGTH} FINETUNE_LENGTH=${O_FT_EPOCHS:-$FINETUNE_LENGTH}
+else
+  [ -z "$O_EPOCHS" ] || PRETRAIN="$PRETRAIN --epochs $O_EPOCHS"
+  [ -z "$O_FT_EPOCHS" ] || FINETUNE="$FINETUNE --epochs $O_FT_EPOCHS"
+fi
+PRETRAIN="$PRETRAIN$SIZES"
 [ "$MEASURE" = 0 ] || [ "$PRESET" = scan ] || STAGES="pretrain finetune swa evaluate"
 [ -z "$O_STAGES" ] || [ "$PRESET" = scan ] || STAGES=$O_STAGES
 PLRS=$(echo $PLRS) FLRS=$(echo $FLRS) MODEL_ARGS=$(echo $MODEL_ARGS)
@@ -144,9 +155,11 @@ DIR="$ROOT/$SETUP"
 if [ -z "$JOBS" ]; then  # the machine's cores (nproc would obey OMP_NUM_THREADS)
   if [ "$SLURM" = 1 ]; then JOBS=1; else JOBS=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); fi
 fi
-[ -n "$THREADS" ] || { [ "$JOBS" -gt 1 ] && THREADS=1 || THREADS=0; }
+[ -n "$THREADS" ] || { [ "$JOBS" -gt 1 ] && [ "$PRESET" != scan ] && THREADS=1 || THREADS=0; }  # a scan: one process
 RUNS=() RUN_ARGS=()
-if [ -n "$DATA_SEEDS" ]; then
+if [ "$PRESET" = scan ]; then
+  RUNS=(scan) RUN_ARGS=("--seed $SEEDS$([ -z "$DATA_SEEDS" ] || echo " --data_seed $DATA_SEEDS")")
+elif [ -n "$DATA_SEEDS" ]; then
   read -r -a DS <<< "$(echo $DATA_SEEDS)"
   PARTS=$JOBS; [ "$SLURM" = 0 ] || PARTS=${#DS[@]}  # on a cluster: one data seed per array task
   [ "$PARTS" -le "${#DS[@]}" ] || PARTS=${#DS[@]}
@@ -170,6 +183,7 @@ stage_commands() {
     n=${RUNS[$i]} r=$(q "$DIR")
     case "$1" in
       pretrain) echo -e "$n\t$PY train.py $DATA_FLAGS ${RUN_ARGS[$i]} $PRETRAIN $EXTRA$REC ${BATCH[*]+"${BATCH[*]}"} $DD $T --out $r/pretrain/$n" ;;
+      scan) echo -e "$n\t$PY scan.py --plrs $PLRS --full $PRETRAIN_LENGTH --finetune $FINETUNE_LENGTH --budget $BUDGET --out $r -- $DATA_FLAGS ${RUN_ARGS[$i]} $PRETRAIN $EXTRA$REC ${BATCH[*]+"${BATCH[*]}"} $DD $T" ;;
       finetune) echo -e "$n\t$PY finetune.py --from $r/pretrain/$n --lr $FLRS $FINETUNE $EXTRA $SHARPNESS$REC $DD $T --out $r/finetune/$n" ;;
       swa) echo -e "$n\t$PY swa.py --from $r/pretrain/$n $SWA $EXTRA$REC $DD $T --out $r/swa/$n" ;;
       evaluate) local geo="--finetune $r/finetune/$n --swa $r/swa/$n --low $LOW --high $HIGH $EXTRA $GEOMETRY $DD"
@@ -182,7 +196,7 @@ stage_commands() {
 if [ "$DRY" = 0 ]; then
   [ "$SLURM" = 0 ] || command -v sbatch >/dev/null || die "--slurm: sbatch not found; is this a Slurm login node?"
   # every flag of the sweep checked once (the model, the recipe, every PLR) before anything is written
-  if [[ " $STAGES " == *" pretrain "* ]]; then
+  if [[ " $STAGES " == *" pretrain "* || " $STAGES " == *" scan "* ]]; then
     first=$(stage_commands pretrain | sed -n 1p | cut -f2-)
     bash -c "${first% --out *} --lr $PLRS --check_only --out $(q "$DIR/pretrain")" >/dev/null || exit 2
   fi
@@ -193,7 +207,8 @@ fi
 # split the runs as the first one did (other parts would train the same members twice).
 SWEEP=$(printf '%s\n' "setup=$SETUP" "preset=$PRESET" "model=$MODEL" "model_args=$MODEL_ARGS" "dataset=$DATASET" \
   "plrs=$PLRS" "flrs=$FLRS" "seeds=$(echo $SEEDS)" "data_seeds=$(echo $DATA_SEEDS)" "pretrain=$(echo $PRETRAIN)" \
-  "finetune=$(echo $FINETUNE)" "recipe=$(echo $REC ${BATCH[@]+"${BATCH[@]}"})" "runs=${RUNS[*]}")
+  "finetune=$(echo $FINETUNE)" "recipe=$(echo $REC ${BATCH[@]+"${BATCH[@]}"})" "runs=${RUNS[*]}" \
+  $([ "$PRESET" != scan ] || echo "budget=$BUDGET"))
 if [ "$DRY" = 0 ]; then
   if [ -f "$DIR/sweep.txt" ]; then
     if [ "$(cat "$DIR/sweep.txt")" != "$SWEEP" ]; then

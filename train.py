@@ -34,38 +34,10 @@ it continues a finished run to that length, as if it had been started with it.
 """
 from core.errors import main_guard
 from engine import setup
-from engine.args import setup_torch
-from engine.rundir import RunDir
-from engine.stage import run_stage
 
 
 def main():
-    args = setup.pretrain_parser(__doc__.split("\n")[0]).parse_args()
-    model, dataset, backend, recipe = setup.resolve_pretrain(args)
-    if args.check_only:
-        print(f"flags checked: {model.name} on {dataset.name}, {len(args.lr)} PLRs, {backend.length_text(args)}")
-        return
-    device = setup_torch(args)
-    speed = backend.speed(args, device)
-    data = backend.load_data(dataset, args, device)
-    model_args = setup.model_args(model, args, data)
-    radius = args.radius if args.radius is not None else model.radius
-    inits, radii = backend.initial_states(model, model_args, args.seed, radius if recipe["sphere"] == "on" else False,
-                                          data, device)
-    members = [{"member": i, "plr": lr, "flr": None, "seed": s, "data_seed": d, "parent_member": None, "lr": lr,
-                "radius": radii[s]}
-               for i, (d, s, lr) in enumerate((d, s, lr) for d in (args.data_seed or [None]) for s in args.seed
-                                               for lr in args.lr)]
-    meta = setup.meta(args, model_args, recipe, data, members)
-    rd = RunDir(args.out)
-    if rd.start(args, "pretrain", members, meta=setup.run_meta(meta), length=backend.LENGTH) == "complete":
-        print(f"{args.out} is complete; nothing to do")
-        return
-    setup.describe(model, model_args, dataset, data, recipe, members, args, device, backend)
-    trainer = backend.trainer("pretrain", members, setup.member_states(inits, members), data, meta, args, device,
-                              speed)
-    rd.write_results(run_stage(rd, backend.stage("pretrain", args), trainer, meta))
-    print(f"done: {args.out}")
+    setup.pretrain(setup.pretrain_parser(__doc__.split("\n")[0]).parse_args())
 
 
 if __name__ == "__main__":

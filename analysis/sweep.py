@@ -11,6 +11,7 @@ members.jsonl, features.jsonl) and ROOT/geometry/*; incomplete runs and missing 
 """
 import glob
 import json
+import math
 import os
 from collections import defaultdict
 
@@ -215,6 +216,39 @@ def add_regimes(summary, records, notes):
                    recommended_range_reason=out["range_reason"], not_learned=out["not_learned"])
 
 
+def add_scan(summary, root):
+    """A scan's directory (scan.py: ROOT/scan.json): its decisions replace the sweep rule's labels, and
+    its pick (or "inconclusive") the recommendation. summary.json gets "scan": {"pick", "bracket",
+    "cost_runs", "stopped_because", "per_plr": [{"plr", "regime", "steps", "decided_by"}], ...}."""
+    path = os.path.join(root, "scan.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        scan = json.load(f)
+    summary["scan"], summary["selection"] = scan, "training curves"
+    summary["setup"] = f"{os.path.basename(os.path.dirname(os.path.normpath(root)))} (scan)"
+    regime = {key(e["plr"]): e for e in scan["per_plr"]}
+    for e in summary["per_plr"]:
+        e["regime"] = (regime.get(key(e["plr"])) or {}).get("regime")
+    lo, hi = scan["bracket"] or [None, None]
+    summary["brackets"] = dict(summary.get("brackets") or {}, **{"1|2": [lo, hi] if lo and hi else None})
+    summary["boundaries"] = dict(summary["boundaries"], **{"1|2": math.sqrt(lo * hi) if lo and hi else None})
+    summary["recommended_plr"] = scan["pick"]
+    cost = f"{scan['cost_runs']:.2f} of {scan['budget_runs']:g} runs"
+    if scan["pick"] is not None:
+        summary["recommendation_reason"] = (
+            f"the adaptive scan's pick ({cost}): the smallest regime-2 PLR, just above the 1|2 boundary it "
+            f"bracketed between {lo:g} ({regime[key(lo)]['decided_by']}) and {hi:g} "
+            f"({regime[key(hi)]['decided_by']}), where the paper finds the best PLRs")
+    else:
+        around = f"between {lo:g} and {hi:g}" if lo and hi else f"above {lo:g}" if lo else \
+            f"below {hi:g}" if hi else "nowhere yet"
+        more = f"; about {scan['runs_to_decide']:.2g} runs would decide it (--budget)" if scan.get("runs_to_decide") \
+            else ""
+        summary["recommendation_reason"] = (f"inconclusive ({cost}): {scan['stopped_because']}; the 1|2 boundary "
+                                            f"lies {around}{more}")
+
+
 def per_seed_quality(records, plr, split="test"):
     """{(seed, data_seed): quality} of one PLR: each seed's mean accuracy on `split` ("validation" or
     "test") over its fine-tuned members (every FLR) and its SWA member: what PLRs are ranked by."""
@@ -281,33 +315,3 @@ def run_steps(root):
                 span[r["member"]].append(r["step"])
             total += sum(max(s) - min(s) for s in span.values())
     return total
-
-
-_READ = {}  # (run directory, metrics.jsonl's mtime) -> (members, metrics rows): read once
-
-
-def scan_pick(rd_list, unit, budget, chance, practical, with_bracket=False):
-    """The scan's pick for one seed: the regime rule (analysis/regimes.py) on the pre-training rows up to
-    `budget` (the backend's unit: epochs, else steps) of every PLR, with no fine-tuning results: the
-    smallest regime-2 PLR. Returns (PLR or None, steps per PLR); with_bracket: ((PLR, the 1|2
-    bracket), steps per PLR)."""
-    rows = defaultdict(list)  # plr -> rows of this unit up to the budget
-    for rd in rd_list:
-        k = (rd.path, os.path.getmtime(rd.metrics_path))
-        if k not in _READ:
-            _READ[k] = (rd.members(), rd.metrics())
-        members, metrics = _READ[k]
-        members = {m["member"]: m for m in members if (m["seed"], m.get("data_seed")) == unit}
-        for r in metrics:
-            if r["member"] in members and not r.get("swa") and r.get("epoch", r["step"]) <= budget:
-                rows[members[r["member"]]["plr"]].append(r)
-    plrs = sorted(rows)
-    last = {p: max(r["step"] for r in rows[p]) for p in plrs}
-    at = lambda p, split: next((r for r in rows[p] if r["step"] == last[p] and r["split"] == split), None)  # noqa
-    held = "val" if all(at(p, "val") for p in plrs) else "test"  # the choice: on validation where there is one
-    out = label_regimes([PLRResult(p, at(p, "train")["loss"], at(p, "train")["acc"], pretrain_acc=at(p, held)["acc"],
-                                   curve=[(r["step"], r["loss"]) for r in rows[p]
-                                          if r["split"] == "train" and r["step"] >= last[p] / 2]) for p in plrs],
-                        chance, practical=practical, split="validation" if held == "val" else "test")
-    pick = (out["recommended_plr"], out["brackets"]["1|2"]) if with_bracket else out["recommended_plr"]
-    return pick, max(last.values())

@@ -10,9 +10,8 @@ The sweep (run_all.sh with the setup's --seeds) makes our choice, on validation 
 is then scored by training fresh seeds that are not the sweep's (--eval_seeds: model seed S, and data
 seed S where data are drawn per seed), on their test sets:
   recommended      the sweep's recommended PLR
-  scan             the cheap scan's pick: a fifth of the sweep's pre-training at every PLR, its first seed
-                   alone, no fine-tuning (what run_all.sh --preset scan runs, read off the sweep's runs,
-                   whose first steps a scan's are)
+  scan             the adaptive scan's pick (scan.py, what run_all.sh --preset scan runs) on the sweep's grid,
+                   lengths and data, at the sweep's first seed, with --budget runs (default 2)
   torch_lr_finder  LRFinder.range_test's steepest-descent suggestion (bench/range_test.py), per eval seed
   lightning        Tuner.lr_find's suggestion, per eval seed (both on one thread: the suggestion moves with
                    the summation order)
@@ -46,7 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
-from analysis.sweep import collect, key, read_sweep, results_index, run_steps, scan_pick  # noqa: E402
+from analysis.sweep import collect, key, read_sweep, results_index, run_steps  # noqa: E402
 from arms import ARMS, LR_FREE, PACKAGES  # noqa: E402
 from core import setups  # noqa: E402
 from core.errors import Parser, UserError, main_guard  # noqa: E402
@@ -54,7 +53,6 @@ from core.io import write_json_atomic  # noqa: E402
 from engine.rundir import RunDir  # noqa: E402
 
 PICKS = ("recommended", "scan", "torch_lr_finder", "lightning", "grid_best")
-SCAN_FRACTION = 5  # the scan: a fifth of the sweep's pre-training, one seed (run_all.sh --preset scan)
 RANGE_TESTS = ("torch_lr_finder", "lightning")
 METHODS = PICKS[:4] + ARMS + PICKS[4:]
 KIND = {"recommended": "pick", "scan": "pick", "torch_lr_finder": "pick", "lightning": "pick", "grid_best": "oracle",
@@ -184,6 +182,7 @@ def main():
                    "drawn per seed)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"of {' '.join(METHODS)}")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time (1 thread each)")
+    p.add_argument("--budget", type=float, default=2.0, help="the adaptive scan's budget, in runs (default 2)")
     p.add_argument("--run_all", default="", help="more run_all.sh flags, quoted (e.g. '--data_dir DIR')")
     args = p.parse_args()
     bad = [m for m in args.methods if m not in METHODS]
@@ -216,7 +215,7 @@ def main():
     if subprocess.run(["bash", os.path.join(REPO, "run_all.sh"), *ra, "--stages", "pretrain finetune swa"],
                       cwd=REPO).returncode:
         raise UserError("the sweep failed (run_all.sh)")
-    summary, records, sweep_units, pt_runs = read_sweep(sweep)
+    summary, records, sweep_units, _ = read_sweep(sweep)
     s = Setup(ra, sweep)
     evals = units(eval_seeds, s.per_seed_data)
     plrs = [key(e["plr"]) for e in summary["per_plr"]]
@@ -229,12 +228,10 @@ def main():
         rec = summary["recommended_plr"]
         picks["recommended"] = {u: None if rec is None else key(rec) for u in evals}
         cost["recommended"] = run_steps(sweep) / s.run_steps
-    if "scan" in args.methods:  # the scan of this sweep's size, read off its first seed's runs: a scan's runs
-        # are the prefixes of the sweep's (batches are a function of the seed and the step)
-        budget = -(-s.pt_len // SCAN_FRACTION)
-        pick, steps = scan_pick(pt_runs, sweep_units[0], budget, s.meta["chance"], s.meta["recipe"]["sphere"] == "off")
-        picks["scan"] = {u: None if pick is None else key(pick) for u in evals}
-        cost["scan"] = steps * len(plrs) / s.run_steps
+    if "scan" in args.methods:  # the adaptive scan (scan.py) at this sweep's size, on its first seed
+        scan = adaptive_scan(s, plrs, sweep_units[0], args.budget, args.jobs, here)
+        picks["scan"] = {u: None if scan["pick"] is None else key(scan["pick"]) for u in evals}
+        cost["scan"] = scan["cost_runs"]
     ranged = [m for m in RANGE_TESTS if m in args.methods]
     if ranged:
         tests = range_tests(s, evals, ranged, here)
@@ -267,6 +264,19 @@ def _importable(module):
         return importlib.util.find_spec(module) is not None
     except ValueError:  # a module set to None in sys.modules: not importable
         return False
+
+
+def adaptive_scan(s, plrs, unit, budget, jobs, here):
+    """scan.py on the sweep's grid, lengths and data, at one of its seeds: its scan.json."""
+    out = os.path.join(here, "scan")
+    if not os.path.exists(os.path.join(out, "scan.json")):
+        seed = ["--seed", str(unit[0])] + (["--data_seed", str(unit[1])] if unit[1] is not None else [])
+        argv = ["python", os.path.join(REPO, "scan.py"), "--plrs", *map(str, plrs), "--full", str(s.pt_len),
+                "--finetune", str(s.ft_len), "--budget", str(budget), "--out", out, "--",
+                *set_flag(s.train_flags, "--threads", max(1, jobs)), *seed]
+        print("== the adaptive scan: " + " ".join(map(shlex.quote, argv[1:])))
+        run_commands([("scan", argv)], 1, os.path.join(here, "logs"))
+    return json.load(open(os.path.join(out, "scan.json")))
 
 
 def range_tests(s, evals, methods, here):

@@ -7,11 +7,10 @@
 
 A setup's section holds its paper preset over [defaults]; a section SETUP.PRESET changes some fields
 for another preset; image setups' smoke preset is [image.smoke], then their own; the scan preset is the
-paper preset's PLR grid and pre-training, one seed and a fifth of the steps, pre-training only (what
-`run_all.sh --preset scan` runs, ROOT/SETUP/scan). Field meanings: the comments in setups.ini.
+paper preset's PLR grid, lengths and first seed, for the adaptive scan (scan.py: what `run_all.sh
+--preset scan` runs, into ROOT/SETUP/scan). Field meanings: the comments in setups.ini.
 """
 import configparser
-import math
 import os
 import shlex
 import sys
@@ -20,7 +19,6 @@ from core.errors import UserError
 
 PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setups.ini")
 PRESETS = ("quick", "paper", "smoke", "scan")
-SCAN_FRACTION = 5  # a scan pre-trains for 1 / SCAN_FRACTION of the paper preset's length
 LISTS = ("model_args", "plrs", "flrs", "seeds", "data_seeds", "paper_boundaries", "stages")
 FLAGS = ("pretrain", "finetune", "swa", "evaluate", "geometry")
 
@@ -59,19 +57,13 @@ def resolve(setup, preset, custom=False):
     out = {k: v.split() for k, v in fields.items() if k in LISTS}
     out.update({k: fields[k].split() for k in FLAGS})
     out.update(dataset=fields.get("dataset"), model=fields.get("model"), smoke=table.BOOLEAN_STATES[
-        fields["smoke"].lower()], pretrain_length=int(fields["pretrain_length"]), custom=custom, setup=setup,
-        preset=preset)
+        fields["smoke"].lower()], pretrain_length=int(fields["pretrain_length"]),
+        finetune_length=int(fields["finetune_length"]), custom=custom, setup=setup, preset=preset)
     out["seeds"], out["data_seeds"] = [int(s) for s in out["seeds"]], [int(s) for s in out["data_seeds"]]
     out["length_flag"] = "--iters" if out["data_seeds"] else "--epochs"
-    if preset == "scan":
-        out.update(seeds=out["seeds"][:1], data_seeds=out["data_seeds"][:1], stages=["pretrain"],
-                   pretrain=[out["length_flag"], str(scan_length(out["pretrain_length"]))])
+    if preset == "scan":  # scan.py sets the lengths; the paper preset's data and kept epochs do not apply
+        out.update(seeds=out["seeds"][:1], data_seeds=out["data_seeds"][:1], stages=["scan"], pretrain=[])
     return out
-
-
-def scan_length(pretrain_length):
-    """The scan's pre-training: a fifth of the full one, rounded up."""
-    return math.ceil(pretrain_length / SCAN_FRACTION)
 
 
 def shell(fields):

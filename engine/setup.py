@@ -121,6 +121,40 @@ def resolve_pretrain(args):
     return model, dataset, backend_, recipe
 
 
+def pretrain(args):
+    """train.py: pre-train every PLR x seed of the flags `args` (pretrain_parser's) into args.out, or
+    continue that run (resumed, or extended to a longer length); scan.py calls it for each of its
+    runs. Returns the RunDir, or None with --check_only."""
+    from engine.args import setup_torch
+    from engine.rundir import RunDir
+    from engine.stage import run_stage
+    model, dataset, backend, recipe = resolve_pretrain(args)
+    if args.check_only:
+        print(f"flags checked: {model.name} on {dataset.name}, {len(args.lr)} PLRs, {backend.length_text(args)}")
+        return None
+    device = setup_torch(args)
+    speed = backend.speed(args, device)
+    data = backend.load_data(dataset, args, device)
+    margs = model_args(model, args, data)
+    radius = args.radius if args.radius is not None else model.radius
+    inits, radii = backend.initial_states(model, margs, args.seed, radius if recipe["sphere"] == "on" else False, data,
+                                          device)
+    members = [{"member": i, "plr": lr, "flr": None, "seed": s, "data_seed": d, "parent_member": None, "lr": lr,
+                "radius": radii[s]}
+               for i, (d, s, lr) in enumerate((d, s, lr) for d in (args.data_seed or [None]) for s in args.seed
+                                               for lr in args.lr)]
+    record = meta(args, margs, recipe, data, members)
+    rd = RunDir(args.out)
+    if rd.start(args, "pretrain", members, meta=run_meta(record), length=backend.LENGTH) == "complete":
+        print(f"{args.out} is complete; nothing to do")
+        return rd
+    describe(model, margs, dataset, data, recipe, members, args, device, backend)
+    trainer = backend.trainer("pretrain", members, member_states(inits, members), data, record, args, device, speed)
+    rd.write_results(run_stage(rd, backend.stage("pretrain", args), trainer, record))
+    print(f"done: {args.out}")
+    return rd
+
+
 # ---------------------------------------------------------------- what a run records
 
 def model_args(record, args, data):

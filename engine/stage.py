@@ -52,11 +52,18 @@ class Stage:
 
 
 class StopFlag:
-    """Set by SIGTERM (preemption, Slurm time limit): the loop checkpoints and exits 143."""
+    """Set by SIGTERM (preemption, Slurm time limit): the loop checkpoints and exits 143. A context
+    manager: the handler that was there before comes back when the stage ends (scan.py has its own)."""
 
     def __init__(self):
         self.set = False
-        signal.signal(signal.SIGTERM, self._handler)
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
 
     def _handler(self, signum, frame):
         self.set = True
@@ -149,36 +156,37 @@ def run_stage(rd, stage, trainer, meta):
         checkpoint.save(path, dict(meta, kind=stage.kind, unit=unit, done=done, kept=sorted(
             u for u in stage.keep if u <= done), average=avg.state_dict(), **trainer.state(), **extra))
 
-    stop, marks = StopFlag(), sorted(stage.keep | stage.average)
-    first, seconds = done, 0.0
-    bar = tqdm(total=stage.length, initial=done, disable=None, unit=unit, dynamic_ncols=True)
-    while done < stage.length:
-        target = min(stage.length, _next(done, stage.eval_every), _next(done, stage.checkpoint_every),
-                     *(u for u in marks if u > done))
-        t0 = time.perf_counter()
-        reached = trainer.advance(done, target, stop)
-        seconds += time.perf_counter() - t0
-        bar.update(reached - done)
-        if reached > done:
-            done = reached
-            if done % stage.eval_every == 0 or done == stage.length:  # before a SIGTERM exit too
-                rows = trainer.evaluate(done)
-                rd.append_metrics(rows)
-                text, _ = trainer.speed(done - first, seconds)
-                tqdm.write(f"{unit} {done:>{len(str(stage.length))}}/{stage.length} | {digest(rows)} | {text}")
-            if done in stage.keep:
-                checkpoint.save(rd.kept_ckpt(unit, done), dict(meta, kind=stage.kind, unit=unit, done=done,
-                                                                state=trainer.weights()))
-            if done in stage.average:
-                avg.update(trainer.weights())
-        if stop.set and done < stage.length:
-            save(rd.last_ckpt)
-            print(f"SIGTERM: checkpoint written at {unit} {done}{trainer.where()} to {rd.last_ckpt}; rerun to "
-                  f"resume", flush=True)
-            sys.exit(143)
-        if done % stage.checkpoint_every == 0 and done < stage.length:
-            save(rd.last_ckpt)
-    bar.close()
+    marks = sorted(stage.keep | stage.average)
+    with StopFlag() as stop:
+        first, seconds = done, 0.0
+        bar = tqdm(total=stage.length, initial=done, disable=None, unit=unit, dynamic_ncols=True)
+        while done < stage.length:
+            target = min(stage.length, _next(done, stage.eval_every), _next(done, stage.checkpoint_every),
+                         *(u for u in marks if u > done))
+            t0 = time.perf_counter()
+            reached = trainer.advance(done, target, stop)
+            seconds += time.perf_counter() - t0
+            bar.update(reached - done)
+            if reached > done:
+                done = reached
+                if done % stage.eval_every == 0 or done == stage.length:  # before a SIGTERM exit too
+                    rows = trainer.evaluate(done)
+                    rd.append_metrics(rows)
+                    text, _ = trainer.speed(done - first, seconds)
+                    tqdm.write(f"{unit} {done:>{len(str(stage.length))}}/{stage.length} | {digest(rows)} | {text}")
+                if done in stage.keep:
+                    checkpoint.save(rd.kept_ckpt(unit, done), dict(meta, kind=stage.kind, unit=unit, done=done,
+                                                                    state=trainer.weights()))
+                if done in stage.average:
+                    avg.update(trainer.weights())
+            if stop.set and done < stage.length:
+                save(rd.last_ckpt)
+                print(f"SIGTERM: checkpoint written at {unit} {done}{trainer.where()} to {rd.last_ckpt}; rerun to "
+                      f"resume", flush=True)
+                sys.exit(143)
+            if done % stage.checkpoint_every == 0 and done < stage.length:
+                save(rd.last_ckpt)
+        bar.close()
     averaged = bool(stage.average or stage.sources)
     if averaged and not (ckpt or {}).get("averaged"):
         for path in stage.sources:

@@ -13,7 +13,8 @@ from test_images_data import write_cifar
 from engine.rundir import RunDir
 
 sys.path.insert(0, str(ROOT / "bench"))
-from analysis.sweep import key, scan_pick  # noqa: E402
+from analysis.scan import Replay, replay  # noqa: E402
+from analysis.sweep import key  # noqa: E402
 from arms import ARMS, LR_FREE  # noqa: E402
 from lr_pick import METHODS, set_flag  # noqa: E402
 
@@ -29,26 +30,26 @@ def test_set_flag():
 
 @pytest.mark.e2e
 def test_scan_is_the_sweeps_prefix(tmp_path):
-    """A custom image setup: the scan (a fifth of 5 epochs = 1 epoch per PLR) trains the same first
-    epoch as the sweep, bit for bit, and report.py's pick on the scan is scan_pick's on the sweep."""
+    """A custom image setup: the adaptive scan's runs (run_all.sh --preset scan at the sweep's lengths) train
+    the same first epochs as the sweep's, bit for bit, and its decisions replayed on the sweep's own rows
+    (bench/scan_budget.py) are the real scan's."""
     write_cifar(tmp_path / "data", "cifar10", sizes=SIZES)
     common = ["bash", "run_all.sh", "--setup", "mine", "--model", "convnet_si", "--model_args", "width=4",
-              "--dataset", "cifar10", "--data_dir", tmp_path / "data", "--plrs", "1e-3 3e-2 1 30", "--epochs", "5",
-              "--seeds", "0", "--out", tmp_path / "runs"]
+              "--dataset", "cifar10", "--data_dir", tmp_path / "data", "--plrs", "1e-3 3e-2 1 30", "--epochs", "8",
+              "--ft_epochs", "4", "--seeds", "0", "--out", tmp_path / "runs"]
     run(*common, "--stages", "pretrain")
-    scan = run(*common, "--preset", "scan")
-    assert "== finetune" not in scan.stdout
+    run(*common, "--preset", "scan", "--budget", "4")
     sweep, cut = tmp_path / "runs" / "mine", tmp_path / "runs" / "mine" / "scan"
-    for p in ("1e-3", "3e-2", "1", "30"):
-        a = [r for r in RunDir(str(sweep / "pretrain" / f"plr{p}_s0")).metrics() if r["epoch"] <= 1]
-        b = RunDir(str(cut / "pretrain" / f"plr{p}_s0")).metrics()
-        strip = lambda rows: [{k: v for k, v in r.items() if k != "lr_now"} for r in rows]  # noqa: E731
-        assert b and strip(a) == strip(b)
-        assert RunDir(str(cut / "pretrain" / f"plr{p}_s0")).config()["args"]["epochs"] == 1
-    summary = json.load(open(cut / "summary.json"))
+    scan = json.load(open(cut / "scan.json"))
+    names = {float(k): v for k, v in scan["runs"].items()}
+    for e, p in zip(scan["per_plr"], ("1e-3", "3e-2", "1", "30")):
+        b = RunDir(str(cut / "pretrain" / names[e["plr"]])).metrics()
+        a = [r for r in RunDir(str(sweep / "pretrain" / f"plr{p}_s0")).metrics() if r["epoch"] <= e["steps"]]
+        assert b and a == b, p  # the scan's run is the sweep's first epochs
     runs = [RunDir(str(sweep / "pretrain" / d)) for d in sorted(os.listdir(sweep / "pretrain"))]
-    pick, steps = scan_pick(runs, (0, None), 1, 0.1, False)
-    assert pick == summary["recommended_plr"] and steps == 120 // 128 + 1  # one epoch of batches
+    plan = replay(Replay(runs, (0, None)), [1e-3, 3e-2, 1.0, 30.0], 8, 12, 4, 0.1)
+    assert plan.summary()["per_plr"] == scan["per_plr"] and plan.pick == scan["pick"]
+    assert json.load(open(cut / "summary.json"))["recommended_plr"] == scan["pick"]
 
 
 NEED = ("torch_lr_finder", "pytorch_lightning", "prodigyopt", "dadaptation", "schedulefree")

@@ -3,7 +3,6 @@ goes, and that the commands carry the table's model, dataset, grids, seeds and l
 the one source: core/setups.py reads it for run_all.sh and for these tests); the grids that follow a
 formula checked against it; the recipe flags passed to every stage; the scan preset's length."""
 import functools
-import math
 import os
 import re
 import shlex
@@ -63,6 +62,8 @@ def test_dry_run_follows_the_table(setup, preset):
     (report,) = [shlex.split(line) for line in stages["report"]]
     assert report[:4] == ["python", "report.py", "--root", d]
     assert (flag(report, "--paper_boundaries") or []) == table["paper_boundaries"]
+    if preset == "scan":
+        return  # test_scan_command
     names, seeds = [], set()
     for line in stages["pretrain"]:
         (w,) = split_commands(line)
@@ -82,8 +83,6 @@ def test_dry_run_follows_the_table(setup, preset):
     if table["data_seeds"]:
         assert sorted(int(s) for line in stages["pretrain"] for s in flag(shlex.split(line), "--data_seed")) == \
             table["data_seeds"]
-    if preset == "scan":
-        return
     for stage, script in (("finetune", "finetune.py"), ("swa", "swa.py")):
         froms = []
         for line in stages[stage]:
@@ -131,21 +130,22 @@ def test_the_grids_that_follow_a_formula():
 
 
 @pytest.mark.parametrize("setup", SETUPS)
-def test_scan_is_a_fifth_of_the_paper_pretraining(setup):
-    paper, scan = dry_run(setup, "paper"), dry_run(setup, "scan")
+def test_scan_command(setup):
+    """The adaptive scan: one scan.py over the paper grid and lengths, one seed (data seed = model seed
+    where data are drawn per seed), the budget in runs; --epochs / --ft_epochs set its lengths."""
     table = setups.resolve(setup, "paper")
-    assert pretrain_plrs(scan) == pretrain_plrs(paper)  # the paper grid, one seed
-    name = table["length_flag"]
-    for line in scan["pretrain"]:
-        w = shlex.split(line)
-        assert flag(w, "--seed") == [str(table["seeds"][0])]
-        assert flag(w, name) == [str(math.ceil(table["pretrain_length"] / 5))], line
-        if table["data_seeds"]:
-            assert flag(w, "--data_seed") == [str(table["data_seeds"][0])]
-    default = {"--iters": 40000, "--epochs": 200}[name]  # the dataset records' lengths, when none is given
-    for line in paper["pretrain"]:  # the paper preset's length is the one the scan is a fifth of
-        given = flag(shlex.split(line), name)
-        assert (int(given[0]) if given else default) == table["pretrain_length"]
+    ((scan,),) = [split_commands(line) for line in dry_run(setup, "scan", "--seeds", "4 5")["scan"]]
+    own, train = scan[:scan.index("--")], scan[scan.index("--") + 1:]
+    assert own[:2] == ["python", "scan.py"] and flag(own, "--plrs") == table["plrs"]
+    assert flag(own, "--full") == [str(table["pretrain_length"])] and flag(own, "--budget") == ["2"]
+    assert flag(own, "--finetune") == [str(table["finetune_length"])]
+    assert flag(own, "--out") == [f"{OUT}/{setup}/scan"]
+    assert flag(train, "--dataset") == [table["dataset"]] and flag(train, "--seed") == ["4"]
+    assert flag(train, "--data_seed") == (["4"] if table["data_seeds"] else None)
+    assert flag(train, "--threads") == ["0"]  # one process: every core
+    ((scan,),) = [split_commands(line) for line in dry_run(setup, "scan", "--epochs", "30", "--ft_epochs", "10",
+                                                           "--budget", "0.5")["scan"]]
+    assert flag(scan, "--full") == ["30"] and flag(scan, "--finetune") == ["10"] and flag(scan, "--budget") == ["0.5"]
 
 
 RECIPE = ["--optimizer", "adamw", "--weight_decay", "0.05", "--augment", "crop_flip", "--schedule", "cosine"]

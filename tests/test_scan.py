@@ -1,0 +1,158 @@
+"""The adaptive scan (analysis/scan.py, scan.py): the regime test on constructed curves, the plan of
+extensions on a constructed grid (it spends where the boundary is, stops when the bracket is decided,
+keeps to its budget, never names the grid's edge), its report, and a real scan stopped and started
+again."""
+import json
+import math
+import signal
+
+import numpy as np
+import pytest
+
+from analysis.scan import Scan, classify
+from conftest import call, interrupt_at, run
+
+STEPS = list(range(0, 4001, 100))
+
+
+def curve(loss, steps=STEPS):
+    return [(s, loss(s)) for s in steps]
+
+
+def noisy(level, rel, seed=0):
+    rng = np.random.default_rng(seed)
+    return lambda s: level * math.exp(rel * rng.standard_normal())
+
+
+def test_the_regime_test_on_constructed_curves():
+    # a loss that converges: regime 1 as soon as it is below the tolerance
+    assert classify(curve(lambda s: 0.5 * math.exp(-s / 300)), 1.0, 0.5) == ("1", "converged")
+    # converging slowly (a power law, still above the tolerance): falling by more than 2x over the last half
+    v, why = classify(curve(lambda s: 0.9 * (1 + s / 100) ** -1.2), 0.97, 0.5)
+    assert v == "1" and why.startswith("falling")
+    # stationary and chaotic (5 % noise around 0.3): regime 2
+    v, why = classify(curve(noisy(0.3, 0.05)), 0.9, 0.5)
+    assert v == "2" and why.startswith("stationary")
+    # very noisy (60 %) and drifting: neither test is sure
+    drift = noisy(0.3, 0.6, seed=3)
+    assert classify(curve(lambda s: drift(s) * (1 + s / 4000) ** -0.7), 0.9, 0.5)[0] is None
+    # falling, but by less than 2x over the half: undecided, until the full length decides by the sweep's rule
+    slow = curve(lambda s: 0.5 * (1 + s / 1000) ** -0.3)
+    assert classify(slow, 0.9, 0.5)[0] is None
+    assert classify(slow, 0.9, 0.5, full=True) == ("2", "not falling at full length")
+    # at chance: for the plan to place (divergent above a PLR that learned, too small to move below)
+    assert classify(curve(lambda s: 0.69), 0.52, 0.5) == ("chance", "at chance")
+    assert classify(curve(lambda s: float("nan")), 0.9, 0.5)[0] == "chance"
+    # too few points in the last half of a short run: undecided
+    assert classify(curve(noisy(0.3, 0.05), [0, 100, 200, 300]), 0.9, 0.5)[0] is None
+
+
+PLRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]  # regime 1 up to 3e-3, 2 from 1e-2, 3 from 0.3
+
+
+def world(plr, length):
+    """A PLR's training curve up to `length` (evaluated every `length` / 16 steps, like scan.py's first runs):
+    the regimes of PLRS, where 3e-3 converges slowly (0.5 exp(-s / 1500): hardly falling in a first run of
+    200 steps, by 3x over the last half of 3200) and 1e-2 settles in about 800 steps."""
+    every = max(1, length // 16)
+    steps = list(range(0, length + 1, every))
+    noise = lambda s: math.exp(0.05 * np.random.default_rng([int(plr * 1e6), s]).standard_normal())  # noqa: E731
+    if plr >= 0.3:
+        return curve(lambda s: 0.69 * noise(s), steps), 0.5, length
+    if plr >= 1e-2:
+        settle = 200 if plr == 1e-2 else 50
+        return curve(lambda s: 0.3 * (1 + 3 * math.exp(-s / settle)) * noise(s), steps), 0.9, length
+    if plr == 3e-3:
+        return curve(lambda s: 0.5 * math.exp(-s / 1500), steps), 0.95, length
+    return curve(lambda s: 0.5 * math.exp(-s / (50 * 1e-3 / plr)), steps), 1.0, length
+
+
+def run_plan(budget, first=200, full=6400, run_length=9600):
+    plan = Scan(PLRS, full, first, budget * run_length, 0.5, run_length)
+    todo, rounds = plan.step(None), []
+    while todo is not None:
+        rounds.append(todo)
+        todo = plan.step({p: world(p, todo.get(p) or plan.length[p]) for p in PLRS})
+    return plan, rounds
+
+
+def test_the_plan_spends_where_the_boundary_is_and_stops_when_it_is_decided():
+    plan, rounds = run_plan(budget=4)
+    assert rounds[0] == {p: 200 for p in PLRS}  # every PLR's short run
+    extended = {p for r in rounds[1:] for p in r}
+    assert extended <= {3e-3, 1e-2, 3e-2}  # none decided by its first run: only the bracket's are continued
+    assert plan.stopped_because == "the bracket is decided" and plan.bracket == [3e-3, 1e-2] and plan.pick == 1e-2
+    s = plan.summary()
+    regimes = {e["plr"]: e["regime"] for e in s["per_plr"]}
+    assert [regimes[p] for p in PLRS] == ["1"] * 4 + ["2"] * 3 + ["3"] * 2
+    steps = {e["plr"]: e["steps"] for e in s["per_plr"]}
+    assert steps[3e-3] == max(steps.values()) == 3200 and steps[1e-4] == steps[0.1] == 200  # the slow one, longest
+    assert {e["plr"]: e["decided_by"] for e in s["per_plr"]}[3e-3].startswith("falling")
+    assert s["cost_runs"] == pytest.approx(plan.spent / 9600) and plan.spent < 9600
+
+
+@pytest.mark.parametrize("budget, decided", [(0.1, False), (0.3, False), (1, True), (4, True)])
+def test_the_budget_is_kept(budget, decided):
+    plan, _ = run_plan(budget)
+    assert plan.spent <= budget * 9600
+    assert (plan.pick == 1e-2) if decided else (plan.pick is None)
+    if not decided:  # stopped short: inconclusive, with what it found and what it would take
+        assert plan.stopped_because in ("the budget is spent", "the budget is smaller than every PLR's first short run")
+        if plan.stopped_because == "the budget is spent":
+            assert plan.bracket[0] in (1e-3, 3e-3) and plan.bracket[1] in (1e-2, None)
+            assert budget < plan.summary()["runs_to_decide"] <= 2  # (every open PLR to the full length)
+
+
+def test_the_grid_edge_is_never_the_answer():
+    plan = Scan(PLRS[4:], 6400, 200, 4 * 9600, 0.5, 9600)  # the grid starts inside regime 2
+    todo = plan.step(None)
+    while todo is not None:
+        todo = plan.step({p: world(p, todo.get(p) or plan.length[p]) for p in plan.plrs})
+    assert plan.pick is None and "below the grid" in plan.stopped_because
+
+
+SCAN = ["--plrs", "1e-4", "1e-3", "5.62e-3", "7.5e-3", "1e-2", "0.1", "1", "--full", "4000", "--finetune", "2000"]
+TICK = ["--", "--dataset", "tick", "--model", "mlp_si", "--seed", "3", "--data_seed", "3"]
+
+
+@pytest.mark.parametrize("budget, message", [("0", "--budget 0.0: give a positive number of runs"),
+                                             ("0.05", "every PLR's first run of 125 iters costs 0.15 runs")])
+def test_bad_budgets_are_one_line(budget, message, tmp_path):
+    proc = call("scan.py", *SCAN, "--budget", budget, "--out", tmp_path / "scan", *TICK, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "scan").exists()
+
+
+@pytest.mark.e2e
+def test_a_scan_stopped_and_started_again_picks_the_same_and_repeats_no_step(tmp_path):
+    ref = run("scan.py", *SCAN, "--budget", "2", "--out", tmp_path / "ref", *TICK)
+    assert "scan: PLR" in ref.stdout or "inconclusive" in ref.stdout
+    code, out = interrupt_at("scan.py", *SCAN, "--budget", "2", "--out", tmp_path / "cut", *TICK, "--threads", "1",
+                             sig=signal.SIGTERM, moment=r"  PLR 0.00562: to 250")
+    assert code == 143, out[-2000:]
+    again = run("scan.py", *SCAN, "--budget", "2", "--out", tmp_path / "cut", *TICK)
+    a, b = (json.load(open(tmp_path / d / "scan.json")) for d in ("ref", "cut"))
+    assert a == b  # the same decisions, the same pick, the same cost
+    for e in a["per_plr"]:  # every run: each step evaluated once, the same rows as the uninterrupted scan
+        name = a["runs"][str(e["plr"])] if str(e["plr"]) in a["runs"] else a["runs"][e["plr"]]
+        rows = [json.loads(line) for line in open(tmp_path / "cut" / "pretrain" / name / "metrics.jsonl")]
+        steps = [(r["step"], r["split"]) for r in rows]
+        assert len(steps) == len(set(steps))
+        assert rows == [json.loads(line) for line in open(tmp_path / "ref" / "pretrain" / name / "metrics.jsonl")]
+    assert "spent" in again.stdout
+
+
+@pytest.mark.e2e
+def test_run_all_scan_reports_its_answer(tmp_path):
+    proc = run("bash", "run_all.sh", "--preset", "scan", "--seeds", "3", "--budget", "1", "--out", tmp_path)
+    summary = json.load(open(tmp_path / "synthetic" / "scan" / "summary.json"))
+    scan = summary["scan"]
+    assert set(scan) >= {"pick", "bracket", "cost_runs", "stopped_because", "per_plr"}
+    assert scan["cost_runs"] <= 1 and [e["plr"] for e in scan["per_plr"]] == summary["plrs"]
+    assert summary["recommended_plr"] == scan["pick"] and "scan" in proc.stdout
+    report = (tmp_path / "synthetic" / "scan" / "report.md").read_text()
+    if scan["pick"] is None:
+        assert "**Recommended initial (pre-training) LR: inconclusive**" in report and "What to do" in report
+    else:
+        assert f"**Recommended initial (pre-training) LR: {scan['pick']:.3g}**" in report and "How sure" in report
