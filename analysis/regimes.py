@@ -244,7 +244,7 @@ def label_regimes(sweep, chance, practical=False, rule=RULE, split="validation")
     test = (f"within {rule.z:g} standard errors over seeds of the best score" if stat else
             f"within {rule.tolerance:g} of the best score (fewer than {rule.min_seeds} seeds per PLR: a fixed "
             f"tolerance, not a statistical test)")
-    rec, reason = recommend(sweep, plrs, labels, learned, regime, a, b, best, split, practical)
+    rec, reason = recommend(sweep, labels, learned, (a, b), best, split, practical)
     out = {"labels": labels, "raw_labels": [str(v + 1) for v in votes],
            "relabelled": [plrs[i] for i in range(n) if regime[i] != votes[i]], "not_learned": not_learned,
            "best": best, "boundaries": boundaries, "brackets": brackets, "recommended_plr": rec, "reason": reason,
@@ -257,8 +257,10 @@ def label_regimes(sweep, chance, practical=False, rule=RULE, split="validation")
     return out
 
 
-def recommend(sweep, plrs, labels, learned, regime, a, b, best, split, practical):
-    """The recommended PLR and the reason, in the order of step 6 of the rule."""
+def recommend(sweep, labels, learned, splits, best, split, practical):
+    """The recommended PLR and the reason, in the order of step 6 of the rule; splits: (a, b), regime 1
+    = [0, a), regime 2 = [a, b)."""
+    plrs, (a, b) = [float(r.plr) for r in sweep], splits
     where = {"2A": "in 2A: regime 2 and as good as the best" + (
                  ", just above the 1|2 boundary, where the paper finds the best PLRs" if a > 0 else ""),
              "1": "in regime 1, below the detected 1|2 boundary (the paper finds the best PLRs just above it; with "

@@ -233,12 +233,17 @@ class Trainer:
 
     unit = "epoch"
 
-    def __init__(self, kind, members, state, data, meta, device, epochs, speed, salt, epoch0=0,
-                 schedule="constant", with_sharpness=False):
+    def __init__(self, kind, members, state, data, meta, device, speed, epochs, with_sharpness=False):
+        """kind: the stage; SWA's continuation sees the batches longer pre-training would have seen (salt
+        0, the epochs after the parent's) at a constant LR; epochs: the stage's length (the schedule's T)."""
         record, recipe = resolve(meta["model"]), meta["recipe"]
-        self.members, self.data, self.device, self.salt, self.epoch0 = members, data, device, salt, epoch0
+        swa = kind == "swa"
+        self.members, self.data, self.device, self.salt = members, data, device, STAGE_SALT[kind]
+        self.epoch0 = (meta.get("parent_epoch") or 0) if swa else 0
         self.sphere, self.aug, self.batch_size = recipe["sphere"] == "on", recipe["augment"], meta["batch_size"]
-        self.schedule, self.with_sharpness = schedule, with_sharpness
+        self.schedule = "constant" if swa else recipe.get("schedule", "constant")
+        self.with_sharpness = with_sharpness
+        schedule = self.schedule
         cuda_graph = speed["cuda_graph"]
         if schedule != "constant" and cuda_graph:
             # a CUDA graph would replay the LR it was captured with (the LR is a Python float in the step)
@@ -321,11 +326,27 @@ class Trainer:
         return [m["lr"] * (o.param_groups[0]["lr"] / b[0]) for m, o, b in zip(self.members, self.opts, self.bases)]
 
     def evaluate(self, done):
-        """metrics.jsonl rows: the last epoch's running train loss (train-mode BN) where one was just
-        trained, else a clean pass over the training set (eval-mode BN), and the test set."""
-        rows = eval_rows(self.models, self.members, self.data, done, done * self.steps_per_epoch, self.sums,
-                         self.sphere, self.device, self.bf16, self.with_sharpness and self.batch_size,
-                         lr_now=self.lr_now())
+        """metrics.jsonl rows of every member: train (the last epoch's running mean over its mini-batches,
+        train-mode BN, where one was just trained; else, e.g. at epoch 0 and after SWA, a clean pass over
+        the training set with eval-mode BN), val (where the data have a validation set) and test (eval-mode
+        BN); with_sharpness, the train row's `sharpness` too; lr_now: each member's scheduled LR (ELR
+        units) at its last step."""
+        rows, lr_now = [], self.lr_now()
+        for i, (m, model) in enumerate(zip(self.members, self.models)):
+            if self.sums is None:
+                train = evaluate(model, self.data["xn_train"], self.data["y_train"], self.device, self.bf16)
+            else:
+                s = self.sums[i].tolist()
+                train = (s[0] / s[2], s[1] / s[2])
+            held = [(split, evaluate(model, self.data[f"xn_{split}"], self.data[f"y_{split}"], self.device, self.bf16))
+                    for split in ("val", "test") if f"xn_{split}" in self.data]
+            norm = weight_norm(model, self.sphere)
+            for split, (loss, acc) in [("train", train)] + held:
+                rows.append({"member": m["member"], "epoch": done, "step": done * self.steps_per_epoch,
+                             "split": split, "loss": loss, "acc": acc, "weight_norm": norm, "lr": m["lr"],
+                             "lr_now": lr_now[i]})
+            if self.with_sharpness:
+                rows[-1 - len(held)]["sharpness"] = sharpness(model, self.data, self.batch_size, self.sphere)
         self.sums = None
         return rows
 
@@ -335,12 +356,8 @@ class Trainer:
 
 
 def trainer(kind, members, state, data, meta, args, device, speed):
-    """The stage's trainer (engine/stage.py) for train.py, finetune.py and swa.py (whose continuation
-    sees the batches longer pre-training would have seen: salt 0, epochs after the parent's)."""
-    swa = kind == "swa"
-    return Trainer(kind, members, state, data, meta, device, 0 if swa else args.epochs, speed, STAGE_SALT[kind],
-                   epoch0=meta.get("parent_epoch") or 0 if swa else 0,
-                   schedule="constant" if swa else meta["recipe"].get("schedule", "constant"),
+    """The stage's trainer (engine/stage.py) for train.py, finetune.py and swa.py."""
+    return Trainer(kind, members, state, data, meta, device, speed, 0 if kind == "swa" else args.epochs,
                    with_sharpness=getattr(args, "sharpness", False))
 
 
@@ -421,32 +438,6 @@ def bn_batches(data, batch_size, seed):
     perm = torch.randperm(len(data["y_train"]), generator=generator("bn_batches", seed))
     perm = perm.to(data["xn_train"].device)
     return (data["xn_train"][perm[s:s + batch_size]] for s in batch_starts(len(perm), batch_size))
-
-
-def eval_rows(models, members, data, epoch, step, sums, sphere, device, bf16, sharpness_batch=None, lr_now=None):
-    """metrics.jsonl rows of every member: train (the epoch's running mean over its mini-batches,
-    train-mode BN; with no sums, e.g. at epoch 0 and after SWA, a clean pass over the training set with
-    eval-mode BN), val (where the data have a validation set) and test (eval-mode BN). sharpness_batch:
-    also the train row's `sharpness` at this batch size. lr_now: each member's scheduled LR (ELR units)
-    at its last step, as the rows' `lr_now`."""
-    rows = []
-    for i, (m, model) in enumerate(zip(members, models)):
-        if sums is None:
-            train = evaluate(model, data["xn_train"], data["y_train"], device, bf16)
-        else:
-            s = sums[i].tolist()
-            train = (s[0] / s[2], s[1] / s[2])
-        held = [(split, evaluate(model, data[f"xn_{split}"], data[f"y_{split}"], device, bf16))
-                for split in ("val", "test") if f"xn_{split}" in data]
-        norm = weight_norm(model, sphere)
-        for split, (loss, acc) in [("train", train)] + held:
-            rows.append({"member": m["member"], "epoch": epoch, "step": step, "split": split, "loss": loss,
-                         "acc": acc, "weight_norm": norm, "lr": m["lr"]})
-            if lr_now is not None:
-                rows[-1]["lr_now"] = lr_now[i]
-        if sharpness_batch:
-            rows[-1 - len(held)]["sharpness"] = sharpness(model, data, sharpness_batch, sphere)
-    return rows
 
 
 def eval_model(ckpt, device, state=None):

@@ -1,7 +1,7 @@
 """run_all.sh --dry_run for every setup of setups.ini and every preset: the stages, where each run
 goes, and that the commands carry the table's model, dataset, grids, seeds and lengths (setups.ini is
 the one source: core/setups.py reads it for run_all.sh and for these tests); the grids that follow a
-formula checked against it; the recipe flags passed to every stage; the scan preset's length."""
+formula checked against it; the recipe flags passed to every stage; the scan preset's command."""
 import functools
 import os
 import re
