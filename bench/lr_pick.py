@@ -223,7 +223,7 @@ def main():
           f"{s.run_steps:,} steps ({s.pt_len} + {s.ft_len} {s.length_flag[2:]})")
 
     # 2. the picks and their costs
-    picks, cost = {}, {}
+    picks, cost, outcome = {}, {}, {}  # outcome: what the scan said (an inconclusive scan picks nothing)
     if "recommended" in args.methods:
         rec = summary["recommended_plr"]
         picks["recommended"] = {u: None if rec is None else key(rec) for u in evals}
@@ -232,6 +232,7 @@ def main():
         scan = adaptive_scan(s, plrs, sweep_units[0], args.budget, args.jobs, here)
         picks["scan"] = {u: None if scan["pick"] is None else key(scan["pick"]) for u in evals}
         cost["scan"] = scan["cost_runs"]
+        outcome["scan"] = {k: scan[k] for k in ("pick", "bracket", "stopped_because")}
     ranged = [m for m in RANGE_TESTS if m in args.methods]
     if ranged:
         tests = range_tests(s, evals, ranged, here)
@@ -252,6 +253,8 @@ def main():
 
     # 4. the table
     out = score(args, s, summary, sweep_units, evals, picks, cost, index, arms)
+    for m, said in outcome.items():
+        out["methods"][m]["outcome"] = said
     write_json_atomic(os.path.join(sweep, "lr_pick.json"), out)
     draw(summary, out, os.path.join(sweep, "figures"))
     print_table(out)
@@ -442,7 +445,7 @@ def print_table(out):
           f"FT / SWA / cosine %")
     for m, e in out["methods"].items():
         lrs = sorted(v for v in (e["lrs"] or e["effective_lrs"] or []) if v is not None)
-        shown = "-" if not lrs else f"{lrs[0]:.3g}" if len(set(lrs)) == 1 else f"{lrs[0]:.3g} .. {lrs[-1]:.3g}"
+        shown = "inconclusive" if (e.get("outcome") or {}).get("pick", 0) is None else "-" if not lrs else f"{lrs[0]:.3g}" if len(set(lrs)) == 1 else f"{lrs[0]:.3g} .. {lrs[-1]:.3g}"
         v = e.get("vs_recommended") or {}
         vs = "-" if v.get("mean") is None else f"{100 * v['mean']:+.1f} +- {100 * (v['se'] or 0):.1f}"
         c = "-" if e["cost_runs"] is None else f"{e['cost_runs']:.3g}"
