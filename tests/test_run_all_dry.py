@@ -58,7 +58,7 @@ def test_dry_run_follows_the_table(setup, preset):
     table = setups.resolve(setup, preset)
     stages = dry_run(setup, preset)
     assert list(stages) == table["stages"] + ["report"]
-    d = f"{OUT}/{setup}" + ("/scan" if preset == "scan" else "")
+    d = f"{OUT}/{setup}" + ("/scan_s0" if preset == "scan" else "")
     (report,) = [shlex.split(line) for line in stages["report"]]
     assert report[:4] == ["python", "report.py", "--root", d]
     assert (flag(report, "--paper_boundaries") or []) == table["paper_boundaries"]
@@ -139,7 +139,7 @@ def test_scan_command(setup):
     assert own[:2] == ["python", "scan.py"] and flag(own, "--plrs") == table["plrs"]
     assert flag(own, "--full") == [str(table["pretrain_length"])] and flag(own, "--budget") == ["2"]
     assert flag(own, "--finetune") == [str(table["finetune_length"])]
-    assert flag(own, "--out") == [f"{OUT}/{setup}/scan"]
+    assert flag(own, "--out") == [f"{OUT}/{setup}/scan_s4"]
     assert flag(train, "--dataset") == [table["dataset"]] and flag(train, "--seed") == ["4"]
     assert flag(train, "--data_seed") == (["4"] if table["data_seeds"] else None)
     assert flag(train, "--threads") == ["0"]  # one process: every core

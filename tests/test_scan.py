@@ -146,12 +146,12 @@ def test_a_scan_stopped_and_started_again_picks_the_same_and_repeats_no_step(tmp
 @pytest.mark.e2e
 def test_run_all_scan_reports_its_answer(tmp_path):
     proc = run("bash", "run_all.sh", "--preset", "scan", "--seeds", "3", "--budget", "1", "--out", tmp_path)
-    summary = json.load(open(tmp_path / "synthetic" / "scan" / "summary.json"))
+    summary = json.load(open(tmp_path / "synthetic" / "scan_s3" / "summary.json"))
     scan = summary["scan"]
     assert set(scan) >= {"pick", "bracket", "cost_runs", "stopped_because", "per_plr"}
     assert scan["cost_runs"] <= 1 and [e["plr"] for e in scan["per_plr"]] == summary["plrs"]
     assert summary["recommended_plr"] == scan["pick"] and "scan" in proc.stdout
-    report = (tmp_path / "synthetic" / "scan" / "report.md").read_text()
+    report = (tmp_path / "synthetic" / "scan_s3" / "report.md").read_text()
     if scan["pick"] is None:
         assert "**Recommended initial (pre-training) LR: inconclusive**" in report and "What to do" in report
     else:
