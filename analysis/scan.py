@@ -25,7 +25,9 @@ A PLR's regime is decided by a test on its own curve (`classify`, with scipy.sta
   (chaotic equilibrium); a loss that keeps falling, however slowly, is left undecided;
 - otherwise undecided; at the full pre-training length the sweep's own rule decides.
 Monotonicity in the PLR then decides the neighbours of a decided PLR without training them: below a
-regime-1 PLR everything is regime 1, above a regime-2 PLR everything that learned is regime 2.
+regime-1 PLR everything is regime 1, above a regime-2 PLR everything that learned is regime 2. Verdicts
+that contradict it (a regime-1 verdict above a regime-2 one) are first set aside: the 1|2 split that
+contradicts the fewest is kept, and the verdicts on its wrong side count as undecided.
 """
 import math
 from collections import defaultdict
@@ -128,10 +130,22 @@ class Scan:
             return self._stop("the budget is spent", lo, hi)
         return todo
 
+    def _consistent(self):
+        """The verdicts, with those that contradict monotonicity set aside (None): the 1|2 split that
+        contradicts the fewest verdicts is found, and every verdict on the wrong side of a best split is
+        undecided again (e.g. a chaotic loss caught falling after a spike, above stationary PLRs)."""
+        v = [self.verdicts[p][0] for p in self.plrs]
+        wrong = [[i for i, x in enumerate(v) if (x == "2" and i < b) or (x == "1" and i >= b)]
+                 for b in range(len(v) + 1)]
+        fewest = min(map(len, wrong))
+        bad = {i for w in wrong if len(w) == fewest for i in w}
+        return [None if i in bad else x for i, x in enumerate(v)], bad
+
     def _decide(self):
         """Regimes from the verdicts, with monotonicity: at chance above a PLR that learned -> 3, below
-        every one -> 1 (too small to move); below a regime-1 PLR -> 1; above a regime-2 one -> 2."""
-        v = [self.verdicts[p][0] for p in self.plrs]
+        every one -> 1 (too small to move); verdicts that contradict each other set aside; below a
+        regime-1 PLR -> 1; above a regime-2 one -> 2."""
+        v, bad = self._consistent()
         learned = [i for i, x in enumerate(v) if x != "chance"]
         top1 = max((i for i, x in enumerate(v) if x == "1"), default=-1)
         low2 = min((i for i, x in enumerate(v) if x == "2"), default=len(v))
@@ -142,12 +156,11 @@ class Scan:
                     ("3", "at chance above a PLR that learned") if learned else ("3", "at chance")
             elif v[i] is not None:
                 self.regime[p], self.decided_by[p] = v[i], self.verdicts[p][1]
-            elif i < top1:
-                self.regime[p], self.decided_by[p] = "1", f"below the regime-1 PLR {self.plrs[top1]:g}"
-            elif i > low2:
-                self.regime[p], self.decided_by[p] = "2", f"above the regime-2 PLR {self.plrs[low2]:g}"
             else:
-                self.regime[p], self.decided_by[p] = None, self.verdicts[p][1]
+                self.regime[p], self.decided_by[p] = ("1", f"below the regime-1 PLR {self.plrs[top1]:g}") if i < top1 \
+                    else ("2", f"above the regime-2 PLR {self.plrs[low2]:g}") if i > low2 else (None, self.verdicts[p][1])
+                if i in bad:
+                    self.decided_by[p] += f" (its own verdict, {self.verdicts[p][1]}, contradicts its neighbours')"
 
     def _bracket(self):
         """(index of the largest regime-1 PLR or None, index of the smallest regime-2 PLR or None)."""

@@ -156,3 +156,27 @@ def test_run_all_scan_reports_its_answer(tmp_path):
         assert "**Recommended initial (pre-training) LR: inconclusive**" in report and "What to do" in report
     else:
         assert f"**Recommended initial (pre-training) LR: {scan['pick']:.3g}**" in report and "How sure" in report
+
+
+def test_verdicts_that_contradict_monotonicity_are_set_aside():
+    """A chaotic loss caught falling after a spike (a regime-1 verdict above stationary regime-2 PLRs, as
+    a real synthetic scan met it) neither makes its neighbours regime 1 nor is the pick: the split that
+    contradicts the fewest verdicts wins, and the PLRs between the regimes are still extended."""
+    plrs = [1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3]
+    plan = Scan(plrs, 6400, 200, 4 * 9600, 0.5, 9600)
+    conv = curve(lambda s: 0.5 * math.exp(-s / 20), range(0, 201, 12))
+    flat, undecided = curve(noisy(0.3, 0.05), range(0, 201, 12)), curve(lambda s: 0.5 * (1 + s / 1000) ** -0.3,
+                                                                          range(0, 201, 12))
+    falling = curve(lambda s: 2.0 * math.exp(-s / 60), range(0, 201, 12))  # after a spike, above the tolerance
+    assert classify(falling, 0.9, 0.5)[0] == "1" and classify(undecided, 0.9, 0.5)[0] is None
+    todo = plan.step({1e-4: (conv, 1.0, 200), 1e-3: (conv, 1.0, 200), 3e-3: (undecided, 0.9, 200),
+                      1e-2: (flat, 0.9, 200), 3e-2: (flat, 0.9, 200), 0.1: (falling, 0.9, 200),
+                      0.3: (curve(lambda s: 0.69), 0.5, 200)})
+    regimes = [plan.regime[p] for p in plrs]
+    assert regimes == ["1", "1", None, "2", "2", "2", "3"]
+    assert "contradicts its neighbours" in plan.decided_by[0.1] and plan.bracket is None
+    assert todo == {3e-3: 400}  # the one PLR between the regimes is extended, nothing above it
+    # two verdicts that contradict each other equally: both are undecided again
+    plan = Scan(plrs[:4], 6400, 200, 4 * 9600, 0.5, 9600)
+    plan.step({1e-4: (conv, 1.0, 200), 1e-3: (flat, 0.9, 200), 3e-3: (falling, 0.9, 200), 1e-2: (flat, 0.9, 200)})
+    assert [plan.regime[p] for p in plrs[:4]] == ["1", None, None, "2"]
