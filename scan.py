@@ -20,14 +20,13 @@ import contextlib
 import os
 import sys
 
-from analysis.scan import Scan, first_length
+from analysis.scan import SCAN_SETS, Scan, first_length
 from core.errors import Parser, UserError, main_guard
 from core.io import write_json_atomic
 from engine import setup
 from engine.rundir import RunDir
 from engine.stage import StopFlag
 
-OWN = ("--lr", "--out", "--epochs", "--iters", "--eval_every", "--keep_snapshots")
 
 
 def build_parser():
@@ -50,7 +49,7 @@ def main():
         raise UserError("give train.py's flags for the setup after --, e.g. -- --dataset tick --model mlp_si --seed 0")
     own, flags = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = build_parser().parse_args(own)
-    given = [f for f in flags if f.split("=")[0] in OWN]
+    given = [f for f in flags if f.split("=")[0] in SCAN_SETS]
     if given:
         raise UserError(f"{given[0]} is the scan's to set; drop it from train.py's flags")
     plrs = args.plrs

@@ -38,6 +38,7 @@ from scipy import stats
 from analysis.regimes import RULE, still_decreasing
 from analysis.sweep import key
 
+SCAN_SETS = ("--lr", "--out", "--epochs", "--iters", "--eval_every", "--keep_snapshots")  # train.py flags
 MIN_POINTS = 6      # evaluation points a test needs in the last half of a curve
 STATIONARY = 0.25   # stationary: the fitted loss changes by less than this fraction over the half
 ALPHA = 0.95        # the confidence of the slope's interval

@@ -45,6 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
+from analysis.scan import SCAN_SETS  # noqa: E402
 from analysis.sweep import collect, key, read_sweep, results_index, run_steps  # noqa: E402
 from arms import ARMS, LR_FREE, PACKAGES  # noqa: E402
 from core import setups  # noqa: E402
@@ -269,6 +270,13 @@ def _importable(module):
         return False
 
 
+def scan_flags(train_flags, jobs):
+    """A sweep's train.py flags as scan.py takes them: without those it sets itself (the lengths ...)."""
+    for f in SCAN_SETS:
+        train_flags = set_flag(train_flags, f)
+    return set_flag(train_flags, "--threads", max(1, jobs))
+
+
 def adaptive_scan(s, plrs, unit, budget, jobs, here):
     """scan.py on the sweep's grid, lengths and data, at one of its seeds: its scan.json."""
     out = os.path.join(here, "scan")
@@ -276,7 +284,7 @@ def adaptive_scan(s, plrs, unit, budget, jobs, here):
         seed = ["--seed", str(unit[0])] + (["--data_seed", str(unit[1])] if unit[1] is not None else [])
         argv = ["python", os.path.join(REPO, "scan.py"), "--plrs", *map(str, plrs), "--full", str(s.pt_len),
                 "--finetune", str(s.ft_len), "--budget", str(budget), "--out", out, "--",
-                *set_flag(s.train_flags, "--threads", max(1, jobs)), *seed]
+                *scan_flags(s.train_flags, jobs), *seed]
         print("== the adaptive scan: " + " ".join(map(shlex.quote, argv[1:])))
         run_commands([("scan", argv)], 1, os.path.join(here, "logs"))
     return json.load(open(os.path.join(out, "scan.json")))

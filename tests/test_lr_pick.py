@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from analysis.scan import Replay, replay  # noqa: E402
 from analysis.sweep import key  # noqa: E402
 from arms import ARMS, LR_FREE  # noqa: E402
-from lr_pick import METHODS, set_flag  # noqa: E402
+from lr_pick import METHODS, scan_flags, set_flag  # noqa: E402
 
 SIZES = {**{f"data_batch_{i}": 24 for i in range(1, 6)}, "test_batch": 40}
 
@@ -26,6 +26,17 @@ def test_set_flag():
     assert set_flag(argv, "--lr", 0.5) == ["python", "train.py", "--seed", "0", "--smoke", "--out", "x", "--lr", "0.5"]
     assert set_flag(argv, "--seed") == ["python", "train.py", "--lr", "1e-3", "1e-2", "--smoke", "--out", "x"]
     assert set_flag(argv, "--iters", 7)[-2:] == ["--iters", "7"]
+
+
+def test_the_scan_arm_passes_scan_py_flags_it_accepts():
+    """An image sweep's flags hold --epochs, which scan.py sets itself: the scan arm drops it (scan.py then
+    gets as far as its budget check)."""
+    flags = ["--dataset", "fashion_mnist", "--model", "convnet_si", "--model_args", "width=8", "--epochs", "30",
+             "--train_size", "2000", "--eval_every", "1", "--threads", "1"]
+    assert scan_flags(flags, 2) == flags[:6] + ["--train_size", "2000", "--threads", "2"]
+    proc = call("scan.py", "--plrs", "1e-3", "--full", "30", "--finetune", "10", "--budget", "0", "--out", "x", "--",
+                *scan_flags(flags, 2), "--seed", "0", check=False)
+    assert proc.returncode == 2 and "--budget 0.0: give a positive number of runs" in proc.stderr, proc.stderr
 
 
 @pytest.mark.e2e
