@@ -22,7 +22,10 @@ A PLR's regime is decided by a test on its own curve (`classify`, with scipy.sta
   half: regime 1 (the sweep's rule calls such a loss still falling: docs/protocol.md section 1);
 - stationary: the fitted change over that half is within STATIONARY of none, and the slope is not
   significantly negative (its interval reaches 0 or above), at a loss of at least LOSS_TOL: regime 2
-  (chaotic equilibrium); a loss that keeps falling, however slowly, is left undecided;
+  (chaotic equilibrium); a loss that keeps falling, however slowly, is left undecided. Near the 1|2
+  boundary a loss can hover for thousands of steps and then converge (the synthetic example at ELR
+  5.62e-3 does in its first 8,000 of 40,000 iterations), so the smallest regime-2 PLR, the top of the
+  bracket, counts only once its run is CONFIRM of the full length; until then it is extended;
 - otherwise undecided; at the full pre-training length the sweep's own rule decides.
 Monotonicity in the PLR then decides the neighbours of a decided PLR without training them: below a
 regime-1 PLR everything is regime 1, above a regime-2 PLR everything that learned is regime 2. Verdicts
@@ -39,6 +42,7 @@ from analysis.regimes import RULE, still_decreasing
 from analysis.sweep import key
 
 SCAN_SETS = ("--lr", "--out", "--epochs", "--iters", "--eval_every", "--keep_snapshots")  # train.py flags
+CONFIRM = 0.25      # a stationary verdict bounds the bracket once its run is this share of the full length
 MIN_POINTS = 6      # evaluation points a test needs in the last half of a curve
 STATIONARY = 0.25   # stationary: the fitted loss changes by less than this fraction over the half
 ALPHA = 0.95        # the confidence of the slope's interval
@@ -85,6 +89,7 @@ class Scan:
         self.verdicts = {p: (None, "not run") for p in self.plrs}
         self.regime = {p: None for p in self.plrs}    # after monotonicity
         self.decided_by = {p: None for p in self.plrs}
+        self.provisional = {p: False for p in self.plrs}  # stationary in a run too short to confirm it
         self.pick = self.bracket = self.stopped_because = None
         self.needed = None  # the budget (runs) that would decide an inconclusive scan
 
@@ -105,12 +110,14 @@ class Scan:
         for p in self.plrs:
             curve, acc, self.length[p] = curves[p]
             self.verdicts[p] = classify(curve, acc, self.chance, self.length[p] >= self.full, self.rule)
+            self.provisional[p] = self.verdicts[p][0] == "2" and self.length[p] < CONFIRM * self.full
         self._decide()
         lo, hi = self._bracket()
         n, r = len(self.plrs), [self.regime[p] for p in self.plrs]
-        if lo is not None and hi == lo + 1:
+        firm = hi is None or not self.provisional[self.plrs[hi]]  # the bracket's top: confirmed at length
+        if lo is not None and hi == lo + 1 and firm:
             return self._stop("the bracket is decided", lo, hi, decided=True)
-        if hi == 0:
+        if hi == 0 and firm:
             return self._stop("every PLR that learned is regime 2: the 1|2 boundary lies below the grid (extend it "
                               "to smaller PLRs)", lo, hi)
         if hi is None and lo is not None and (lo == n - 1 or r[lo + 1] == "3"):
@@ -118,7 +125,7 @@ class Scan:
                               "and the first divergent one (refine the grid there)", lo, hi)
         start = (lo if lo is not None else -1) + 1  # the bracket: up to the smallest regime-2 PLR, or divergent one
         stop = hi if hi is not None else next((i for i in range(start, n) if r[i] == "3"), n)
-        open_ = [i for i in range(start, stop) if r[i] is None]
+        open_ = [i for i in range(start, stop) if r[i] is None] + ([] if firm else [hi])
         if not open_:
             return self._stop("no undecided PLR is left between the regimes", lo, hi)
         # the undecided PLRs nearest the middle of the bracket: deciding one decides its side
@@ -157,6 +164,8 @@ class Scan:
                     ("3", "at chance above a PLR that learned") if learned else ("3", "at chance")
             elif v[i] is not None:
                 self.regime[p], self.decided_by[p] = v[i], self.verdicts[p][1]
+                if self.provisional[p]:
+                    self.decided_by[p] += f" in {self.length[p]:g}, short of the {CONFIRM * self.full:g} that confirm it"
             else:
                 self.regime[p], self.decided_by[p] = ("1", f"below the regime-1 PLR {self.plrs[top1]:g}") if i < top1 \
                     else ("2", f"above the regime-2 PLR {self.plrs[low2]:g}") if i > low2 else (None, self.verdicts[p][1])

@@ -175,8 +175,29 @@ def test_verdicts_that_contradict_monotonicity_are_set_aside():
     regimes = [plan.regime[p] for p in plrs]
     assert regimes == ["1", "1", None, "2", "2", "2", "3"]
     assert "contradicts its neighbours" in plan.decided_by[0.1] and plan.bracket is None
-    assert todo == {3e-3: 400}  # the one PLR between the regimes is extended, nothing above it
+    assert todo == {3e-3: 400, 1e-2: 400}  # the PLR between the regimes, and the bracket's top (to confirm it)
     # two verdicts that contradict each other equally: both are undecided again
     plan = Scan(plrs[:4], 6400, 200, 4 * 9600, 0.5, 9600)
     plan.step({1e-4: (conv, 1.0, 200), 1e-3: (flat, 0.9, 200), 3e-3: (falling, 0.9, 200), 1e-2: (flat, 0.9, 200)})
     assert [plan.regime[p] for p in plrs[:4]] == ["1", None, None, "2"]
+
+
+def test_a_loss_that_hovers_then_converges_is_not_the_pick():
+    """Near the 1|2 boundary a loss can hover like an equilibrium and converge later (the synthetic example
+    at 5.62e-3 in its first 8,000 iterations): stationary in a short run, it is extended until its run is a
+    quarter of the full length before it may bound the bracket."""
+    def hovering(plr, length):
+        if plr != 3e-3:
+            return world(plr, length)
+        every = max(1, length // 16)
+        hover = noisy(0.3, 0.05)
+        loss = lambda s: hover(s) if s < 1000 else 0.3 * math.exp(-(s - 1000) / 50)  # noqa: E731
+        return curve(loss, range(0, length + 1, every)), 1.0, length
+    assert classify(hovering(3e-3, 200)[0], 1.0, 0.5)[0] == "2"  # a short run cannot tell it from equilibrium
+    plan = Scan(PLRS, 6400, 200, 4 * 9600, 0.5, 9600)
+    todo = plan.step(None)
+    while todo is not None:
+        todo = plan.step({p: hovering(p, todo.get(p) or plan.length[p]) for p in PLRS})
+    assert plan.pick == 1e-2 and plan.bracket == [3e-3, 1e-2]
+    assert plan.length[3e-3] >= 1600 and plan.length[1e-2] >= 1600  # both seen for a quarter of the full length
+    assert plan.spent <= 9600  # still under one run
