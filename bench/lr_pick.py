@@ -232,7 +232,7 @@ def main():
     if "scan" in args.methods:  # the adaptive scan (scan.py) at this sweep's size, on its first seed
         scan = adaptive_scan(s, plrs, sweep_units[0], args.budget, args.jobs, here)
         picks["scan"] = {u: None if scan["pick"] is None else key(scan["pick"]) for u in evals}
-        cost["scan"] = scan["cost_runs"]
+        cost["scan"] = scan_cost(scan)
         outcome["scan"] = {k: scan[k] for k in ("pick", "bracket", "stopped_because")}
     ranged = [m for m in RANGE_TESTS if m in args.methods]
     if ranged:
@@ -268,6 +268,16 @@ def _importable(module):
         return importlib.util.find_spec(module) is not None
     except ValueError:  # a module set to None in sys.modules: not importable
         return False
+
+
+def scan_cost(scan):
+    """The scan's cost in runs: its own runs, plus the final training of its pick (its run continued to
+    the full length and fine-tuned: one run less what the scan already trained of it); an inconclusive
+    scan gives no model and costs its runs."""
+    if scan["pick"] is None:
+        return scan["cost_runs"]
+    trained = next(e["steps"] for e in scan["per_plr"] if e["plr"] == scan["pick"])
+    return scan["cost_runs"] + 1 - trained / scan["run_length"]
 
 
 def scan_flags(train_flags, jobs):

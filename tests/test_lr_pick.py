@@ -1,6 +1,6 @@
-"""The cheap scan (run_all.sh --preset scan) and the comparison with the LR range tests
-(bench/lr_pick.py): a scan's runs are the prefixes of the sweep's, so its pick can be read off the
-sweep; lr_pick.py end to end on the smoke preset, its numbers traced back to the runs they come from."""
+"""The adaptive scan against the sweep, and the held-out comparison (bench/lr_pick.py): a scan's runs
+are the prefixes of the sweep's, so it can be replayed on the sweep; its cost and flags in lr_pick;
+lr_pick.py end to end on the smoke preset, its numbers traced back to the runs they come from."""
 import json
 import os
 import sys
@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from analysis.scan import Replay, replay  # noqa: E402
 from analysis.sweep import key  # noqa: E402
 from arms import ARMS, LR_FREE  # noqa: E402
-from lr_pick import METHODS, scan_flags, set_flag  # noqa: E402
+from lr_pick import METHODS, scan_cost, scan_flags, set_flag  # noqa: E402
 
 SIZES = {**{f"data_batch_{i}": 24 for i in range(1, 6)}, "test_batch": 40}
 
@@ -26,6 +26,14 @@ def test_set_flag():
     assert set_flag(argv, "--lr", 0.5) == ["python", "train.py", "--seed", "0", "--smoke", "--out", "x", "--lr", "0.5"]
     assert set_flag(argv, "--seed") == ["python", "train.py", "--lr", "1e-3", "1e-2", "--smoke", "--out", "x"]
     assert set_flag(argv, "--iters", 7)[-2:] == ["--iters", "7"]
+
+
+def test_the_scan_costs_its_runs_and_its_picks_final_run():
+    """Runs of 60 (40 + 20): a scan that spent 0.5 runs and trained its pick to 10 then trains the pick
+    to 40 and fine-tunes it (50 more, 5/6 of a run); an inconclusive one costs its runs alone."""
+    per = [{"plr": 1e-3, "steps": 5}, {"plr": 1e-2, "steps": 10}]
+    assert scan_cost({"pick": 1e-2, "cost_runs": 0.5, "run_length": 60, "per_plr": per}) == pytest.approx(0.5 + 50 / 60)
+    assert scan_cost({"pick": None, "cost_runs": 0.5, "run_length": 60, "per_plr": per}) == 0.5
 
 
 def test_the_scan_arm_passes_scan_py_flags_it_accepts():
@@ -50,7 +58,7 @@ def test_scan_is_the_sweeps_prefix(tmp_path):
               "--ft_epochs", "4", "--seeds", "0", "--out", tmp_path / "runs"]
     run(*common, "--stages", "pretrain")
     run(*common, "--preset", "scan", "--budget", "4")
-    sweep, cut = tmp_path / "runs" / "mine", tmp_path / "runs" / "mine" / "scan"
+    sweep, cut = tmp_path / "runs" / "mine", tmp_path / "runs" / "mine" / "scan_s0"
     scan = json.load(open(cut / "scan.json"))
     names = {float(k): v for k, v in scan["runs"].items()}
     for e, p in zip(scan["per_plr"], ("1e-3", "3e-2", "1", "30")):
@@ -99,8 +107,10 @@ def test_lr_pick_smoke_end_to_end(tmp_path):
     # the sweep's cost: 3 PLRs x 2 data seeds x (200 + 2 FLRs x 100) steps; SWA averages kept steps (no training)
     assert rec["cost_runs"] == pytest.approx(3 * 2 * (200 + 2 * 100) / run_steps)
     assert res["methods"]["grid_best"]["cost_runs"] is None  # an oracle
-    said = json.load(open(out / "synthetic" / "lr_pick" / "scan" / "scan.json"))  # the scan: its own runs, its pick
-    assert res["methods"]["scan"]["cost_runs"] == said["cost_runs"] <= 2
+    said = json.load(open(out / "synthetic" / "lr_pick" / "scan" / "scan.json"))  # the scan: its own runs, its pick,
+    trained = {e["plr"]: e["steps"] for e in said["per_plr"]}.get(said["pick"], said["run_length"])  # its final run
+    assert res["methods"]["scan"]["cost_runs"] == pytest.approx(said["cost_runs"] + 1 - trained / said["run_length"])
+    assert said["cost_runs"] <= 2
     assert res["methods"]["scan"]["lrs"] == [None if said["pick"] is None else key(said["pick"])] * 3
     tests = json.load(open(out / "synthetic" / "lr_pick" / "range_tests.json"))
     for name in ("torch_lr_finder", "lightning"):  # a range test: its steps, plus the run it picks for
