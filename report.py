@@ -157,12 +157,12 @@ def main():
           f"{g(summary['recommended_plr'])} ({summary.get('recommendation_reason', 'no regimes')})")
     print(f"{'PLR':>9} {'regime':>6} {'PT train loss':>13} {'PT test':>8} {'SWA test':>8} {'best FT test':>12}  "
           f"top-2 features PT")
+    pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731  (None: not run, as a scan's SWA)
     for e in summary["per_plr"]:
         ft = max((s["test_acc"] for s in e["finetune"].values()), default=None)
         swa = e["swa"]["test_acc"] if e["swa"] else None
         fs = e["pretrain"]["features_sorted"]
         top = f"{fs[0]:.1%} {fs[1]:.1%}" if fs else "-"
-        pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731  (not run: a scan has no SWA)
         print(f"{e['plr']:9.3g} {e['regime'] or '-':>6} {e['pretrain']['train_loss']:13.3g} "
               f"{pct(e['pretrain']['test_acc']):>8} {pct(swa):>8} {pct(ft):>12}  {top}")
 

@@ -151,6 +151,7 @@ def test_run_all_scan_reports_its_answer(tmp_path):
     assert set(scan) >= {"pick", "bracket", "cost_runs", "stopped_because", "per_plr"}
     assert scan["cost_runs"] <= 1 and [e["plr"] for e in scan["per_plr"]] == summary["plrs"]
     assert summary["recommended_plr"] == scan["pick"] and "scan" in proc.stdout
+    assert "nan" not in proc.stdout  # no fine-tuning or SWA in a scan: its table shows "-" there
     report = (tmp_path / "synthetic" / "scan_s3" / "report.md").read_text()
     if scan["pick"] is None:
         assert "**Recommended initial (pre-training) LR: inconclusive**" in report and "What to do" in report
