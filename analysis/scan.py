@@ -41,7 +41,8 @@ from scipy import stats
 from analysis.regimes import RULE, still_decreasing
 from analysis.sweep import key
 
-SCAN_SETS = ("--lr", "--out", "--epochs", "--iters", "--eval_every", "--keep_snapshots")  # train.py flags
+SCAN_SETS = ("--lr", "--out", "--epochs", "--iters", "--eval_every", "--keep_snapshots",  # train.py flags the
+             "--save_epochs")                                                   # scan sets (none kept)
 CONFIRM = 0.25      # a stationary verdict bounds the bracket once its run is this share of the full length
 MIN_POINTS = 6      # evaluation points a test needs in the last half of a curve
 STATIONARY = 0.25   # stationary: the fitted loss changes by less than this fraction over the half

@@ -37,10 +37,10 @@ def test_the_scan_costs_its_runs_and_its_picks_final_run():
 
 
 def test_the_scan_arm_passes_scan_py_flags_it_accepts():
-    """An image sweep's flags hold --epochs, which scan.py sets itself: the scan arm drops it (scan.py then
-    gets as far as its budget check)."""
+    """An image sweep's flags hold --epochs and SWA's --save_epochs, which a scan's short runs cannot take:
+    the scan arm drops them (scan.py then gets as far as its budget check)."""
     flags = ["--dataset", "fashion_mnist", "--model", "convnet_si", "--model_args", "width=8", "--epochs", "30",
-             "--train_size", "2000", "--eval_every", "1", "--threads", "1"]
+             "--train_size", "2000", "--eval_every", "1", "--save_epochs", "22", "24", "--threads", "1"]
     assert scan_flags(flags, 2) == flags[:6] + ["--train_size", "2000", "--threads", "2"]
     proc = call("scan.py", "--plrs", "1e-3", "--full", "30", "--finetune", "10", "--budget", "0", "--out", "x", "--",
                 *scan_flags(flags, 2), "--seed", "0", check=False)
