@@ -21,7 +21,7 @@ import os
 import sys
 
 from analysis.scan import SCAN_SETS, Scan, first_length
-from core.errors import Parser, UserError, main_guard
+from core.errors import Parser, UserError, main_guard, own_and_train_flags
 from core.io import write_json_atomic
 from engine import setup
 from engine.rundir import RunDir
@@ -44,10 +44,7 @@ def build_parser():
 
 
 def main():
-    argv = sys.argv[1:]
-    if "--" not in argv:
-        raise UserError("give train.py's flags for the setup after --, e.g. -- --dataset tick --model mlp_si --seed 0")
-    own, flags = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    own, flags = own_and_train_flags(sys.argv[1:], "--dataset tick --model mlp_si --seed 0")
     args = build_parser().parse_args(own)
     given = [f for f in flags if f.split("=")[0] in SCAN_SETS]
     if given:

@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import accuracy, cosine, recompute_bn, setup, train  # noqa: E402  (puts the repository on the path)
-from core.errors import Parser, UserError, main_guard  # noqa: E402
+from core.errors import Parser, UserError, main_guard, own_and_train_flags  # noqa: E402
 from engine.sphere import project_params_  # noqa: E402
 
 ARMS = ("prodigy", "dadaptation", "schedulefree", "default")
@@ -120,10 +120,7 @@ def train_arm(arm, s, steps, sphere=False, keep_model=False):
 
 def main():
     """python bench/arms.py --arm prodigy [--sphere] --seed S [--data_seed D] --steps N --out F.json -- TRAIN FLAGS"""
-    argv = sys.argv[1:]
-    if "--" not in argv:
-        raise UserError("give train.py's flags for the setup after --, e.g. -- --dataset tick --model mlp_si")
-    own, flags = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    own, flags = own_and_train_flags(sys.argv[1:], "--dataset tick --model mlp_si")
     p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--arm", required=True, choices=ARMS)
     p.add_argument("--sphere", action="store_true", help="rescale onto the setup's sphere after every step")

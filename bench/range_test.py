@@ -50,7 +50,7 @@ from torch_lr_finder import LRFinder
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core.errors import Parser, UserError, main_guard  # noqa: E402
+from core.errors import Parser, UserError, main_guard, own_and_train_flags  # noqa: E402
 from harness import criterion, setup  # noqa: E402
 
 START_LR = 1e-7  # torch-lr-finder starts at the optimizer's lr: fastai's start_lr
@@ -173,10 +173,7 @@ def range_tests(train_flags, seed, data_seed=None, methods=("torch_lr_finder", "
 
 
 def main():
-    argv = sys.argv[1:]
-    if "--" not in argv:
-        raise UserError("give train.py's flags for the setup after --, e.g. -- --dataset tick --model mlp_si")
-    own, train_flags = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    own, train_flags = own_and_train_flags(sys.argv[1:], "--dataset tick --model mlp_si")
     p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--seed", type=int, default=0, help="model seed: the initial weights and the batch order")
     p.add_argument("--data_seed", type=int, default=None, help="data seed, for data drawn per seed (tick; default 0)")

@@ -20,6 +20,15 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def own_and_train_flags(argv, example):
+    """A wrapper's command line, OWN FLAGS -- TRAIN.PY FLAGS, split in two; without the -- one line
+    saying what belongs after it (`example`: such flags)."""
+    if "--" not in argv:
+        raise UserError(f"give train.py's flags for the setup after --, e.g. -- {example}")
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
 def main_guard(main):
     """Run main(); a UserError becomes one line on stderr and exit status 2."""
     try:
