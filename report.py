@@ -40,6 +40,12 @@ def scan_lines(summary):
     scan = summary.get("scan")
     if not scan:
         return []
+    if scan["pick"] is not None and scan.get("reads") == "val acc":
+        own = next(e["decided_by"] for e in scan["per_plr"] if e["plr"] == scan["pick"])
+        return [f"How sure: successive halving on one seed's {summary['selection']} accuracy kept the pick to the "
+                f"end ({own}) after {scan['cost_runs']:.2f} runs. Its pick can land a grid step away from a full "
+                f"sweep's best (docs/results.md measures how often); for the range and its uncertainty, run a "
+                f"sweep (--preset quick or paper).", ""]
     if scan["pick"] is not None:
         own = "; ".join(f"{e['plr']:g} {e['decided_by']}" for e in scan["per_plr"] if e["plr"] in scan["bracket"])
         return [f"How sure: the two PLRs of the bracket were decided by tests on their training curves "

@@ -18,7 +18,8 @@
 # with --model and --dataset (your own). Presets: quick (default), paper, smoke, scan (the adaptive
 # scan, scan.py, on the paper preset's PLR grid and lengths and one seed: short runs at every PLR,
 # continued only where the regime is undecided, until the 1|2 boundary is bracketed or --budget R runs
-# of pre-training + fine-tuning (default 2) are spent -> the smallest regime-2 PLR; ROOT/SETUP/scan_sS/ for seed S).
+# of pre-training + fine-tuning (default 2) are spent -> the smallest regime-2 PLR; off the sphere,
+# successive halving on validation accuracy; ROOT/SETUP/scan_sS/ for seed S).
 # Overrides of the setup's values: --model, --model_args KEY=VALUE ..., --dataset, --plrs, --flrs,
 # --seeds (quoted lists; a scan's seed S is also its data seed where data are drawn per seed),
 # --epochs, --ft_epochs (a scan's full lengths), --train_size, --test_size (images: the first N of

@@ -14,13 +14,16 @@ the plan). A constant-LR run continued to a longer length is the longer run (tra
 is trained twice; a scan stopped and started again goes on where it stopped and picks the same PLR.
 The pick is the smallest regime-2 PLR of a decided bracket, just above the 1|2 boundary, where the
 paper finds the best PLRs; an undecided scan names none ("inconclusive"), with the bracket it found
-and the budget that would decide it.
+and the budget that would decide it. Off the sphere (--sphere off, the recipe of practical models)
+the sweep's rule puts the 1|2 boundary at the best pre-training validation accuracy, and the scan
+finds it by successive halving: the better half of the PLRs, by validation accuracy, is continued to
+twice the length until one is left.
 """
 import contextlib
 import os
 import sys
 
-from analysis.scan import SCAN_SETS, Scan, first_length
+from analysis.scan import SCAN_SETS, curve_of, first_length, plan_for
 from core.errors import Parser, UserError, main_guard, own_and_train_flags
 from core.io import write_json_atomic
 from engine import setup
@@ -57,7 +60,7 @@ def main():
     if args.full < 1 or args.finetune < 0:
         raise UserError("--full must be positive and --finetune not negative")
     probe = setup.pretrain_parser().parse_args(flags + ["--lr", str(plrs[0]), "--out", os.devnull])
-    _, dataset, backend, _ = setup.resolve_pretrain(probe)  # the flags, checked before anything is written
+    _, dataset, backend, recipe = setup.resolve_pretrain(probe)  # the flags, checked before anything is written
     unit = backend.LENGTH  # "iters" or "epochs"
     first = args.first or first_length(args.full, unit)
     run_length = args.full + args.finetune
@@ -71,7 +74,7 @@ def main():
     name = lambda p: f"plr{p:g}_s{seed}"  # noqa: E731
     os.makedirs(os.path.join(args.out, "pretrain"), exist_ok=True)
     os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
-    plan = Scan(plrs, args.full, first, args.budget * run_length, None, run_length)
+    plan = plan_for(recipe["sphere"])(plrs, args.full, first, args.budget * run_length, None, run_length)
     todo = plan.step(None)
     with StopFlag() as stop:  # SIGTERM between two runs (a run itself checkpoints and exits 143)
         while todo is not None:
@@ -94,8 +97,8 @@ def scan_round(plan, todo, flags, unit, args, name, first, stop):
             sys.exit(143)
     if plan.chance is None:
         plan.chance = RunDir(os.path.join(args.out, "pretrain", name(plan.plrs[0]))).config()["meta"]["chance"]
-    todo = plan.step({p: curve(os.path.join(args.out, "pretrain", name(p)), plan.length[p] or first, todo.get(p))
-                      for p in plan.plrs})
+    todo = plan.step({p: curve(os.path.join(args.out, "pretrain", name(p)), plan.length[p] or first, todo.get(p),
+                               plan.reads) for p in plan.plrs})
     print(f"spent {plan.spent / plan.run_length:.2f} of {args.budget:g} runs; " + (
         "next: " + ", ".join(f"{p:g} to {n}" for p, n in todo.items()) if todo else "done"), flush=True)
     return todo
@@ -113,14 +116,13 @@ def train_to(flags, plr, length, unit, out, log):
                                                                    "--out", out]))
 
 
-def curve(path, previous, requested):
-    """A run's train-loss curve [(step, loss)] and final train accuracy, up to the length the scan has
+def curve(path, previous, requested, reads):
+    """A run's curve (the plan's `reads`) and final train accuracy, up to the length the scan has
     reached for it (its rows beyond belong to a later round of a scan that was restarted)."""
     rd = RunDir(path)
     length = requested or previous
-    unit = "epoch" if rd.config()["args"].get("epochs") else "step"
-    rows = [r for r in rd.metrics() if r["split"] == "train" and not r.get("swa") and r[unit] <= length]
-    return [(r[unit], r["loss"]) for r in rows], (rows[-1]["acc"] if rows else float("nan")), length
+    at = "epoch" if rd.config()["args"].get("epochs") else "step"
+    return (*curve_of(rd.metrics(), at, length, reads), length)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,12 @@ Monotonicity in the PLR then decides the neighbours of a decided PLR without tra
 regime-1 PLR everything is regime 1, above a regime-2 PLR everything that learned is regime 2. Verdicts
 that contradict it (a regime-1 verdict above a regime-2 one) are first set aside: the 1|2 split that
 contradicts the fewest is kept, and the verdicts on its wrong side count as undecided.
+
+Off the sphere (`--sphere off`: momentum and weight decay, where a training loss need not converge)
+the sweep takes the 1|2 boundary at the PLR with the best pre-training validation accuracy (the
+practical rule, docs/protocol.md section 6), and so does the scan (`Halving`): after the first
+runs, the PLRs that learned are ranked by their mean validation accuracy over the last quarter of
+their runs, the better half is continued to twice the length, and so on until one is left: the pick.
 """
 import math
 from collections import defaultdict
@@ -75,13 +81,15 @@ def classify(curve, acc, chance, full=False, rule=RULE):
 
 
 class Scan:
-    """The plan of one adaptive scan over a PLR grid (module docstring).
+    """The plan of one adaptive scan over a PLR grid (module docstring): the curve tests, on the sphere.
 
     plrs: increasing; full: the full pre-training length (the backend's unit); first: the first
     runs' length; budget: the most it may train, in that unit, over all PLRs (lengths count once per
     PLR: a run continued to twice its length costs the new half only); chance: the accuracy of a
     constant prediction; run_length: one pre-training + fine-tuning run, the unit costs are given in.
     """
+
+    reads = ("train", "loss")  # the curves it takes (split, field of metrics.jsonl): the training loss
 
     def __init__(self, plrs, full, first, budget, chance, run_length, rule=RULE, per_round=2):
         self.plrs, self.full, self.first, self.budget, self.chance = list(plrs), full, first, budget, chance
@@ -102,12 +110,8 @@ class Scan:
         """The next lengths to train ({plr: length}), given each PLR's curve so far ({plr: (curve [(step,
         train loss)], final train acc, the length it has been trained to)}); None when the scan has
         stopped."""
-        if curves is None:  # every PLR starts with a short run
-            first = min(self.first, self.full)
-            if first * len(self.plrs) > self.budget:
-                self.stopped_because = "the budget is smaller than every PLR's first short run"
-                return None
-            return {p: first for p in self.plrs}
+        if curves is None:
+            return self._first_runs()
         for p in self.plrs:
             curve, acc, self.length[p] = curves[p]
             self.verdicts[p] = classify(curve, acc, self.chance, self.length[p] >= self.full, self.rule)
@@ -138,6 +142,14 @@ class Scan:
             self.needed = self._to_decide(open_)
             return self._stop("the budget is spent", lo, hi)
         return todo
+
+    def _first_runs(self):
+        """Every PLR starts with a short run, if the budget allows."""
+        first = min(self.first, self.full)
+        if first * len(self.plrs) > self.budget:
+            self.stopped_because = "the budget is smaller than every PLR's first short run"
+            return None
+        return {p: first for p in self.plrs}
 
     def _consistent(self):
         """The verdicts, with those that contradict monotonicity set aside (None): the 1|2 split that
@@ -194,11 +206,93 @@ class Scan:
 
     def summary(self):
         """summary.json's "scan": the pick, the bracket, the cost in runs, why it stopped, per PLR."""
-        return {"pick": self.pick, "bracket": self.bracket, "cost_runs": self.spent / self.run_length,
+        return {"reads": " ".join(self.reads), "pick": self.pick, "bracket": self.bracket, "cost_runs": self.spent / self.run_length,
                 "budget_runs": self.budget / self.run_length, "stopped_because": self.stopped_because,
                 "runs_to_decide": self.needed,
                 "per_plr": [{"plr": p, "regime": self.regime[p], "steps": self.length[p],
                              "decided_by": self.decided_by[p]} for p in self.plrs]}
+
+
+class Halving(Scan):
+    """The scan off the sphere (module docstring): successive halving on validation accuracy, the
+    sweep's practical rule. `step` takes each PLR's validation-accuracy curve [(step, acc)] (where
+    the run has no validation split, its test accuracy: what the sweep's rule reads then)."""
+
+    reads = ("val", "acc")  # where a run has no validation split: ("test", "acc"), as the sweep's rule
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.alive = list(self.plrs)  # the PLRs still in the race, all trained to the same length
+
+    def step(self, curves):
+        if curves is None:
+            return self._first_runs()
+        score = {}
+        for p in self.plrs:
+            curve, acc, self.length[p] = curves[p]
+            learned = math.isfinite(float(acc)) and float(acc) > self.chance + self.rule.div_tol * (1 - self.chance)
+            if p in self.alive and not learned:
+                self.alive.remove(p)
+                self.verdicts[p] = ("chance", "at chance")
+            elif p in self.alive:
+                score[p] = late_mean(curve)
+        if not self.alive:
+            return self._settle("no PLR learned")
+        length = self.length[self.alive[0]]
+        ranked = sorted(self.alive, key=lambda p: (-score[p], p))  # ties: the lower PLR
+        keep = ranked[:max(1, -(-len(ranked) // 2))]
+        for rank, p in enumerate(ranked, 1):
+            self.verdicts[p] = (None, f"validation accuracy {score[p]:.1%} at {length:g}, rank {rank} of {len(ranked)}")
+        if len(ranked) > 1 and length >= self.full or len(keep) == 1:  # the race is decided
+            keep = ranked[:1]
+        if len(keep) == 1:
+            self.alive = keep
+            self.verdicts[keep[0]] = ("pick", f"the best validation accuracy, {score[keep[0]]:.1%} at {length:g}" + (
+                f" (against {score[ranked[1]]:.1%} of {ranked[1]:g})" if len(ranked) > 1 else ""))
+            return self._settle("one PLR is left: the best validation accuracy", decided=True)
+        todo = {p: min(self.full, 2 * length) for p in keep}
+        self.alive = keep
+        if self.spent + sum(todo[p] - length for p in keep) > self.budget:
+            return self._settle("the budget is spent")
+        return todo
+
+    def _settle(self, why, decided=False):
+        """Regimes by the practical rule around the PLRs still in the race (below them 1, above them 2),
+        then stop: the pick when one is left, else inconclusive with the runs the race still needs."""
+        lo, hi = (min(self.alive), max(self.alive)) if self.alive else (None, None)
+        learned = [p for p in self.plrs if self.verdicts[p][0] != "chance"]
+        for p in self.plrs:
+            v, why_p = self.verdicts[p]
+            if v == "chance":
+                self.regime[p], self.decided_by[p] = ("1", "at chance below every PLR that learned: too small to "
+                                                      "move yet") if learned and p < learned[0] else                     ("3", "at chance above a PLR that learned") if learned else ("3", "at chance")
+            else:
+                self.regime[p] = "1" if p < lo else "2" if p > hi or decided else None
+                self.decided_by[p] = why_p if v == "pick" or p in self.alive else f"eliminated: {why_p}"
+        if not decided and self.alive:
+            length, n, need = self.length[self.alive[0]], len(self.alive), 0
+            while n > 1 and length < self.full:  # the rounds the race still needs: extend, then halve
+                nxt = min(self.full, 2 * length)
+                need, length = need + n * (nxt - length), nxt
+                n = -(-n // 2) if length < self.full else 1
+            self.needed = (self.spent + need) / self.run_length
+        i = lambda p: None if p is None else self.plrs.index(p)  # noqa: E731
+        return self._stop(why, i(lo), i(hi), decided)
+
+
+def late_mean(curve):
+    """The mean of a curve [(step, value)] over the last quarter of its steps."""
+    pts = sorted((float(s), float(v)) for s, v in curve if v is not None and math.isfinite(float(v)))
+    if not pts:
+        return float("-inf")
+    late = [v for s, v in pts if s >= 0.75 * pts[-1][0]]
+    return sum(late) / len(late)
+
+
+def plan_for(sphere):
+    """The scan's plan for a recipe: the curve tests on the sphere, successive halving off it (the
+    sweep's practical rule, analysis/sweep.py)."""
+    return Halving if sphere == "off" else Scan
 
 
 def first_length(full, unit):
@@ -206,32 +300,43 @@ def first_length(full, unit):
     return max(-(-full // 32), 4 if unit == "epochs" else 1)
 
 
+def curve_of(rows, at, length, reads):
+    """A run's curve for the plan [(step, value)] and final train accuracy, from its metrics.jsonl
+    rows up to `length` (`at`: "epoch" or "step"): `reads` (split, field) is the plan's; validation
+    rows fall back to test rows for a run without a validation split."""
+    rows = [r for r in rows if not r.get("swa") and r[at] <= length]
+    split, field = reads
+    if split == "val" and not any(r["split"] == "val" for r in rows):
+        split = "test"
+    train = [r for r in rows if r["split"] == "train"]
+    return [(r[at], r[field]) for r in rows if r["split"] == split], (train[-1]["acc"] if train else float("nan"))
+
+
 class Replay:
     """One seed's pre-training rows from finished runs: its curve at any length up to theirs."""
 
     def __init__(self, run_dirs, unit):
-        self.rows = defaultdict(list)  # plr -> train rows, in order
+        self.rows = defaultdict(list)  # plr -> its rows, in order
         for rd in run_dirs:
             members = {m["member"]: m for m in rd.members() if (m["seed"], m.get("data_seed")) == unit}
             for r in rd.metrics():
-                if r["member"] in members and r["split"] == "train" and not r.get("swa"):
+                if r["member"] in members and not r.get("swa"):
                     self.rows[key(members[r["member"]]["plr"])].append(r)
         self.at = "epoch" if any("epoch" in r for rows in self.rows.values() for r in rows) else "step"
         self.longest = {p: max(r[self.at] for r in rows) for p, rows in self.rows.items()}
 
-    def curve(self, plr, length):
-        rows = [r for r in self.rows[plr] if r[self.at] <= length]
+    def curve(self, plr, length, reads=Scan.reads):
         if length > self.longest[plr]:
             raise ValueError(f"the runs of PLR {plr:g} are {self.longest[plr]} {self.at}s long; the scan asks for "
                             f"{length}")
-        return [(r[self.at], r["loss"]) for r in rows], rows[-1]["acc"], length
+        return (*curve_of(self.rows[plr], self.at, length, reads), length)
 
 
-def replay(replay, plrs, full, run_length, budget, chance):
-    """The adaptive scan of one seed at `budget` runs, on finished runs' rows (`Replay`): the Scan (its
-    pick, cost ...), as scan.py would have run it on those runs' first steps."""
-    plan = Scan(plrs, full, first_length(full, replay.at + "s"), budget * run_length, chance, run_length)
+def replay(replay, plrs, full, run_length, budget, chance, sphere="on"):
+    """The adaptive scan of one seed at `budget` runs, on finished runs' rows (`Replay`): the plan (its
+    pick, cost ...), as scan.py would have run it on those runs' first steps (`sphere`: the recipe's)."""
+    plan = plan_for(sphere)(plrs, full, first_length(full, replay.at + "s"), budget * run_length, chance, run_length)
     todo = plan.step(None)
     while todo is not None:
-        todo = plan.step({p: replay.curve(p, todo.get(p) or plan.length[p]) for p in plrs})
+        todo = plan.step({p: replay.curve(p, todo.get(p) or plan.length[p], plan.reads) for p in plrs})
     return plan

@@ -225,7 +225,10 @@ def add_scan(summary, root):
         return
     with open(path) as f:
         scan = json.load(f)
-    summary["scan"], summary["selection"] = scan, "training curves"
+    halving = scan.get("reads") == "val acc"  # off the sphere: successive halving on validation accuracy
+    summary["scan"] = scan
+    if not halving:  # the curve tests read training curves alone (a halving scan keeps the runs' split)
+        summary["selection"] = "training curves"
     summary["setup"] = f"{os.path.basename(os.path.dirname(os.path.normpath(root)))} (scan)"
     regime = {key(e["plr"]): e for e in scan["per_plr"]}
     for e in summary["per_plr"]:
@@ -235,7 +238,12 @@ def add_scan(summary, root):
     summary["boundaries"] = dict(summary["boundaries"], **{"1|2": math.sqrt(lo * hi) if lo and hi else None})
     summary["recommended_plr"] = scan["pick"]
     cost = f"{scan['cost_runs']:.2f} of {scan['budget_runs']:g} runs"
-    if scan["pick"] is not None:
+    if scan["pick"] is not None and halving:
+        summary["recommendation_reason"] = (
+            f"the adaptive scan's pick ({cost}): off the sphere, the PLR with the best pre-training "
+            f"{summary['selection']} accuracy (the practical rule's 1|2 boundary), found by successive halving: "
+            f"{regime[key(scan['pick'])]['decided_by']}")
+    elif scan["pick"] is not None:
         summary["recommendation_reason"] = (
             f"the adaptive scan's pick ({cost}): the smallest regime-2 PLR, just above the 1|2 boundary it "
             f"bracketed between {lo:g} ({regime[key(lo)]['decided_by']}) and {hi:g} "
@@ -247,6 +255,10 @@ def add_scan(summary, root):
             else ""
         summary["recommendation_reason"] = (f"inconclusive ({cost}): {scan['stopped_because']}; the 1|2 boundary "
                                             f"lies {around}{more}")
+        if halving and lo and hi:
+            summary["recommendation_reason"] = (f"inconclusive ({cost}): {scan['stopped_because']}; the best "
+                                                f"{summary['selection']} accuracy is one of the PLRs {lo:g} .. {hi:g} "
+                                                f"still in the race{more}")
 
 
 def per_seed_quality(records, plr, split="test"):

@@ -6,7 +6,8 @@
 
 A constant-LR run's first steps are those of any longer run (the batches are a function of the seed
 and the step), so the runs of a sweep hold every scan of its seeds: the adaptive scan
-(analysis/scan.py: short runs at every PLR, doubled where undecided) is replayed on each seed's
+(analysis/scan.py: short runs at every PLR, doubled where undecided; off the sphere, successive
+halving on validation accuracy) is replayed on each seed's
 pre-training rows, cut at the lengths it asks for, at each --budgets value (in runs of the sweep's
 pre-training + fine-tuning length). The sweep's rows must be dense enough for the scan's tests (the
 synthetic paper sweep evaluates every 1000 iterations, which a first run of 1250 cannot use): then
@@ -43,6 +44,7 @@ def main():
     full = cfg["args"].get("epochs") or cfg["args"]["iters"]
     ft = RunDir(os.path.join(args.sweep, "finetune", sorted(os.listdir(os.path.join(args.sweep, "finetune")))[0]))
     run_length = full + (ft.config()["args"].get("epochs") or ft.config()["args"]["iters"])
+    sphere = cfg["meta"].get("recipe", {}).get("sphere", "on")  # off: the scan halves on validation accuracy
     rec, rng = summary["recommended_plr"], [key(x) for x in summary.get("recommended_range_plrs") or []]
     near = {q for i, q in enumerate(plrs) if any(abs(i - plrs.index(r)) <= 1 for r in rng)}
     print(f"{args.sweep}: {len(units)} seeds, {len(plrs)} PLRs, runs of {run_length} ({full} pre-training); the sweep "
@@ -57,7 +59,7 @@ def main():
                 source = Replay([RunDir(os.path.join(folder, d)) for d in sorted(os.listdir(folder))], u)
             else:
                 source = Replay(pt_runs, u)
-            plan = replay(source, plrs, full, run_length, b, cfg["meta"]["chance"])
+            plan = replay(source, plrs, full, run_length, b, cfg["meta"]["chance"], sphere)
             picks.append(None if plan.pick is None else key(plan.pick))
             costs.append(plan.spent / run_length)
         n = len(units)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, call, run
+from data.images import FMNIST_SYSTEM_DIR
 from test_images_data import write_cifar
 from engine.rundir import RunDir
 
@@ -48,14 +49,21 @@ def test_the_scan_arm_passes_scan_py_flags_it_accepts():
 
 
 @pytest.mark.e2e
-def test_scan_is_the_sweeps_prefix(tmp_path):
-    """A custom image setup: the adaptive scan's runs (run_all.sh --preset scan at the sweep's lengths) train
-    the same first epochs as the sweep's, bit for bit, and its decisions replayed on the sweep's own rows
+@pytest.mark.parametrize("model, sphere, reads", [("convnet_si", "on", "train loss"), ("convnet", "off", "val acc")])
+def test_scan_is_the_sweeps_prefix(model, sphere, reads, tmp_path):
+    """A custom image setup, on the sphere (the curve tests) and off it (successive halving on validation
+    accuracy): the adaptive scan's runs (run_all.sh --preset scan at the sweep's lengths) train the same
+    first epochs as the sweep's, bit for bit, and its decisions replayed on the sweep's own rows
     (bench/scan_budget.py) are the real scan's."""
-    write_cifar(tmp_path / "data", "cifar10", sizes=SIZES)
-    common = ["bash", "run_all.sh", "--setup", "mine", "--model", "convnet_si", "--model_args", "width=4",
-              "--dataset", "cifar10", "--data_dir", tmp_path / "data", "--plrs", "1e-3 3e-2 1 30", "--epochs", "8",
-              "--ft_epochs", "4", "--seeds", "0", "--out", tmp_path / "runs"]
+    if sphere == "on":  # random images: the curve tests on losses that do not fall far
+        write_cifar(tmp_path / "data", "cifar10", sizes=SIZES)
+        data = ["--dataset", "cifar10", "--data_dir", tmp_path / "data"]
+    else:  # real images, for accuracies worth ranking
+        if not (FMNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file():
+            pytest.skip("needs Debian's dataset-fashion-mnist")
+        data = ["--dataset", "fashion_mnist", "--train_size", "400", "--test_size", "100"]
+    common = ["bash", "run_all.sh", "--setup", "mine", "--model", model, "--model_args", "width=4", *data,
+              "--plrs", "1e-3 3e-2 1 30", "--epochs", "8", "--ft_epochs", "4", "--seeds", "0", "--out", tmp_path / "runs"]
     run(*common, "--stages", "pretrain")
     run(*common, "--preset", "scan", "--budget", "4")
     sweep, cut = tmp_path / "runs" / "mine", tmp_path / "runs" / "mine" / "scan_s0"
@@ -66,8 +74,13 @@ def test_scan_is_the_sweeps_prefix(tmp_path):
         a = [r for r in RunDir(str(sweep / "pretrain" / f"plr{p}_s0")).metrics() if r["epoch"] <= e["steps"]]
         assert b and a == b, p  # the scan's run is the sweep's first epochs
     runs = [RunDir(str(sweep / "pretrain" / d)) for d in sorted(os.listdir(sweep / "pretrain"))]
-    plan = replay(Replay(runs, (0, None)), [1e-3, 3e-2, 1.0, 30.0], 8, 12, 4, 0.1)
-    assert plan.summary()["per_plr"] == scan["per_plr"] and plan.pick == scan["pick"]
+    plan = replay(Replay(runs, (0, None)), [1e-3, 3e-2, 1.0, 30.0], 8, 12, 4, 0.1, sphere)
+    assert plan.summary()["per_plr"] == scan["per_plr"] and plan.pick == scan["pick"] and scan["reads"] == reads
+    if sphere == "off":  # 3e-2 learns, 1 and 30 diverge: the race is between 1e-3 and 3e-2
+        assert scan["pick"] in (1e-3, 3e-2) and {e["plr"]: e["regime"] for e in scan["per_plr"]}[30.0] == "3"
+        summary = json.load(open(cut / "summary.json"))
+        assert summary["selection"] == "validation" and "found by successive halving" in summary["recommendation_reason"]
+        assert "How sure: successive halving on one seed's validation accuracy" in (cut / "report.md").read_text()
     assert json.load(open(cut / "summary.json"))["recommended_plr"] == scan["pick"]
 
 

@@ -1,7 +1,7 @@
 """The adaptive scan (analysis/scan.py, scan.py): the regime test on constructed curves, the plan of
 extensions on a constructed grid (it spends where the boundary is, stops when the bracket is decided,
-keeps to its budget, never names the grid's edge), its report, and a real scan stopped and started
-again."""
+keeps to its budget, never names the grid's edge), successive halving off the sphere, its report, and a
+real scan stopped and started again."""
 import json
 import math
 import signal
@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pytest
 
-from analysis.scan import Scan, classify
+from analysis.scan import Halving, Scan, classify, late_mean, plan_for
 from conftest import call, interrupt_at, run
 
 STEPS = list(range(0, 4001, 100))
@@ -202,3 +202,68 @@ def test_a_loss_that_hovers_then_converges_is_not_the_pick():
     assert plan.pick == 1e-2 and plan.bracket == [3e-3, 1e-2]
     assert plan.length[3e-3] >= 1600 and plan.length[1e-2] >= 1600  # both seen for a quarter of the full length
     assert plan.spent <= 9600  # still under one run
+
+
+# ---------------------------------------------------------------- off the sphere: successive halving
+
+HALVE = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3]  # the best validation accuracy at 3e-3; 0.1, 0.3 diverge
+CEILING = dict(zip(HALVE, [0.60, 0.70, 0.78, 0.85, 0.82, 0.75, None, None]))
+
+
+def race(plr, length, every=1):
+    """A PLR's validation-accuracy curve up to `length` epochs (rising to its ceiling; the smaller the PLR,
+    the slower) and its final train accuracy (0.1, chance, where it diverges)."""
+    top = CEILING[plr]
+    if top is None:
+        return curve(lambda s: 0.1, range(0, length + 1, every)), 0.1, length
+    rate = 2.0 * min(plr, 3e-3) / 3e-3
+    return curve(lambda s: 0.1 + (top - 0.1) * (1 - math.exp(-rate * s)), range(0, length + 1, every)), 0.99, length
+
+
+def run_race(budget, full=32, first=2, run_length=40, world=race):
+    plan = Halving(HALVE, full, first, budget * run_length, 0.1, run_length)
+    todo, rounds = plan.step(None), []
+    while todo is not None:
+        rounds.append(todo)
+        todo = plan.step({p: world(p, todo.get(p) or plan.length[p]) for p in HALVE})
+    return plan, rounds
+
+
+def test_off_the_sphere_the_scan_halves_on_validation_accuracy():
+    """The sweep's practical rule (1|2 at the best pre-training validation accuracy), found by successive
+    halving: the PLRs that learned are ranked, the better half is run twice as long, until one is left."""
+    assert plan_for("off") is Halving and plan_for("on") is Scan and Halving.reads == ("val", "acc")
+    plan, rounds = run_race(budget=2)
+    assert rounds[0] == {p: 2 for p in HALVE}
+    # 6 learned: the best 3 to 4 epochs, the best 2 of those to 8, then the better one is the pick
+    assert [sorted(r) for r in rounds[1:]] == [[3e-3, 1e-2, 3e-2], [3e-3, 1e-2]]  # 1e-3 learns too slowly
+    assert all(set(r.values()) == {2 * 2 ** i} for i, r in enumerate(rounds[1:], 1))
+    assert plan.pick == 3e-3 and plan.bracket == [3e-3, 3e-3] and plan.stopped_because.startswith("one PLR is left")
+    assert plan.spent == 8 * 2 + 3 * 2 + 2 * 4 and plan.summary()["cost_runs"] == pytest.approx(30 / 40)
+    s = plan.summary()
+    assert s["reads"] == "val acc"
+    assert [e["regime"] for e in s["per_plr"]] == ["1", "1", "1", "2", "2", "2", "3", "3"]  # the practical rule
+    why = {e["plr"]: e["decided_by"] for e in s["per_plr"]}
+    assert why[3e-3].startswith("the best validation accuracy") and "against" in why[3e-3]
+    assert why[1e-4].startswith("eliminated: validation accuracy") and "rank 6 of 6" in why[1e-4]
+    assert why[0.3] == "at chance above a PLR that learned"
+
+
+@pytest.mark.parametrize("budget", [0.45, 0.6, 0.74])
+def test_halving_keeps_its_budget_and_says_inconclusive(budget):
+    plan, _ = run_race(budget)
+    assert plan.spent <= budget * 40 and plan.pick is None and plan.stopped_because == "the budget is spent"
+    lo, hi = plan.bracket  # the PLRs still in the race; what finishing it would cost
+    assert lo <= 3e-3 <= hi and plan.summary()["runs_to_decide"] == pytest.approx(30 / 40)
+    assert all(plan.regime[p] is None for p in HALVE if lo <= p <= hi)
+
+
+def test_halving_decides_at_the_full_length_and_reads_late_means():
+    """Runs at the full length are not doubled again: the best of those left is the pick. A score is the
+    mean over the last quarter of a run (less at the mercy of one evaluation)."""
+    assert late_mean([(0, 0.1), (4, 0.5), (6, 0.6), (7, 0.7), (8, 0.8)]) == pytest.approx(0.7)
+    plan, rounds = run_race(budget=4, full=4)  # 2 -> 4 (the full length): the best of 3 at 4 epochs
+    assert [sorted(r) for r in rounds[1:]] == [[3e-3, 1e-2, 3e-2]] and plan.pick == 3e-3
+    # ties go to the lower PLR
+    flat = lambda p, n: (curve(lambda s: 0.5, range(n + 1)), 0.99 if CEILING[p] else 0.1, n)  # noqa: E731
+    assert run_race(budget=2, world=flat)[0].pick == 1e-4
