@@ -172,9 +172,7 @@ class Scan:
         low2 = min((i for i, x in enumerate(v) if x == "2"), default=len(v))
         for i, p in enumerate(self.plrs):
             if v[i] == "chance":
-                self.regime[p], self.decided_by[p] = ("1", "at chance below every PLR that learned: too small to "
-                                                      "move yet") if learned and i < learned[0] else \
-                    ("3", "at chance above a PLR that learned") if learned else ("3", "at chance")
+                self.regime[p], self.decided_by[p] = at_chance(i, learned)
             elif v[i] is not None:
                 self.regime[p], self.decided_by[p] = v[i], self.verdicts[p][1]
                 if self.provisional[p]:
@@ -206,7 +204,8 @@ class Scan:
 
     def summary(self):
         """summary.json's "scan": the pick, the bracket, the cost in runs, why it stopped, per PLR."""
-        return {"reads": " ".join(self.reads), "pick": self.pick, "bracket": self.bracket, "cost_runs": self.spent / self.run_length,
+        return {"reads": " ".join(self.reads), "pick": self.pick, "bracket": self.bracket,
+                "cost_runs": self.spent / self.run_length,
                 "budget_runs": self.budget / self.run_length, "stopped_because": self.stopped_because,
                 "runs_to_decide": self.needed,
                 "per_plr": [{"plr": p, "regime": self.regime[p], "steps": self.length[p],
@@ -215,8 +214,9 @@ class Scan:
 
 class Halving(Scan):
     """The scan off the sphere (module docstring): successive halving on validation accuracy, the
-    sweep's practical rule. `step` takes each PLR's validation-accuracy curve [(step, acc)] (where
-    the run has no validation split, its test accuracy: what the sweep's rule reads then)."""
+    sweep's practical rule. `step` takes each PLR's held-out accuracy curve [(step, acc)]: validation
+    accuracy, or where the run has no validation split its test accuracy (what the sweep's rule reads
+    then; summary.json's "selection" says which)."""
 
     reads = ("val", "acc")  # where a run has no validation split: ("test", "acc"), as the sweep's rule
 
@@ -242,14 +242,14 @@ class Halving(Scan):
         ranked = sorted(self.alive, key=lambda p: (-score[p], p))  # ties: the lower PLR
         keep = ranked[:max(1, -(-len(ranked) // 2))]
         for rank, p in enumerate(ranked, 1):
-            self.verdicts[p] = (None, f"validation accuracy {score[p]:.1%} at {length:g}, rank {rank} of {len(ranked)}")
+            self.verdicts[p] = (None, f"held-out accuracy {score[p]:.1%} at {length:g}, rank {rank} of {len(ranked)}")
         if len(ranked) > 1 and length >= self.full or len(keep) == 1:  # the race is decided
             keep = ranked[:1]
         if len(keep) == 1:
             self.alive = keep
-            self.verdicts[keep[0]] = ("pick", f"the best validation accuracy, {score[keep[0]]:.1%} at {length:g}" + (
+            self.verdicts[keep[0]] = ("pick", f"the best held-out accuracy, {score[keep[0]]:.1%} at {length:g}" + (
                 f" (against {score[ranked[1]]:.1%} of {ranked[1]:g})" if len(ranked) > 1 else ""))
-            return self._settle("one PLR is left: the best validation accuracy", decided=True)
+            return self._settle("one PLR is left: the best held-out accuracy", decided=True)
         todo = {p: min(self.full, 2 * length) for p in keep}
         self.alive = keep
         if self.spent + sum(todo[p] - length for p in keep) > self.budget:
@@ -260,12 +260,11 @@ class Halving(Scan):
         """Regimes by the practical rule around the PLRs still in the race (below them 1, above them 2),
         then stop: the pick when one is left, else inconclusive with the runs the race still needs."""
         lo, hi = (min(self.alive), max(self.alive)) if self.alive else (None, None)
-        learned = [p for p in self.plrs if self.verdicts[p][0] != "chance"]
-        for p in self.plrs:
+        learned = [i for i, p in enumerate(self.plrs) if self.verdicts[p][0] != "chance"]
+        for i, p in enumerate(self.plrs):
             v, why_p = self.verdicts[p]
             if v == "chance":
-                self.regime[p], self.decided_by[p] = ("1", "at chance below every PLR that learned: too small to "
-                                                      "move yet") if learned and p < learned[0] else                     ("3", "at chance above a PLR that learned") if learned else ("3", "at chance")
+                self.regime[p], self.decided_by[p] = at_chance(i, learned)
             else:
                 self.regime[p] = "1" if p < lo else "2" if p > hi or decided else None
                 self.decided_by[p] = why_p if v == "pick" or p in self.alive else f"eliminated: {why_p}"
@@ -276,8 +275,15 @@ class Halving(Scan):
                 need, length = need + n * (nxt - length), nxt
                 n = -(-n // 2) if length < self.full else 1
             self.needed = (self.spent + need) / self.run_length
-        i = lambda p: None if p is None else self.plrs.index(p)  # noqa: E731
-        return self._stop(why, i(lo), i(hi), decided)
+        index = lambda p: None if p is None else self.plrs.index(p)  # noqa: E731
+        return self._stop(why, index(lo), index(hi), decided)
+
+
+def at_chance(i, learned):
+    """(regime, reason) of the i-th PLR of a grid, at chance; learned: the indices of those that learned."""
+    if learned and i < learned[0]:
+        return "1", "at chance below every PLR that learned: too small to move yet"
+    return "3", "at chance above a PLR that learned" if learned else "at chance"
 
 
 def late_mean(curve):

@@ -244,8 +244,8 @@ def test_off_the_sphere_the_scan_halves_on_validation_accuracy():
     assert s["reads"] == "val acc"
     assert [e["regime"] for e in s["per_plr"]] == ["1", "1", "1", "2", "2", "2", "3", "3"]  # the practical rule
     why = {e["plr"]: e["decided_by"] for e in s["per_plr"]}
-    assert why[3e-3].startswith("the best validation accuracy") and "against" in why[3e-3]
-    assert why[1e-4].startswith("eliminated: validation accuracy") and "rank 6 of 6" in why[1e-4]
+    assert why[3e-3].startswith("the best held-out accuracy") and "against" in why[3e-3]
+    assert why[1e-4].startswith("eliminated: held-out accuracy") and "rank 6 of 6" in why[1e-4]
     assert why[0.3] == "at chance above a PLR that learned"
 
 
