@@ -67,13 +67,18 @@ def world(plr, length):
     return curve(lambda s: 0.5 * math.exp(-s / (50 * 1e-3 / plr)), steps), 1.0, length
 
 
-def run_plan(budget, first=200, full=6400, run_length=9600):
-    plan = Scan(PLRS, full, first, budget * run_length, 0.5, run_length)
+def drive(plan, world):
+    """Run a plan on a constructed world (plr, length) -> (curve, final train acc, length) as scan.py
+    would on real runs: (the plan, the lengths it asked for, round by round)."""
     todo, rounds = plan.step(None), []
     while todo is not None:
         rounds.append(todo)
-        todo = plan.step({p: world(p, todo.get(p) or plan.length[p]) for p in PLRS})
+        todo = plan.step({p: world(p, todo.get(p) or plan.length[p]) for p in plan.plrs})
     return plan, rounds
+
+
+def run_plan(budget, first=200, full=6400, run_length=9600):
+    return drive(Scan(PLRS, full, first, budget * run_length, 0.5, run_length), world)
 
 
 def test_the_plan_spends_where_the_boundary_is_and_stops_when_it_is_decided():
@@ -104,10 +109,7 @@ def test_the_budget_is_kept(budget, decided):
 
 
 def test_the_grid_edge_is_never_the_answer():
-    plan = Scan(PLRS[4:], 6400, 200, 4 * 9600, 0.5, 9600)  # the grid starts inside regime 2
-    todo = plan.step(None)
-    while todo is not None:
-        todo = plan.step({p: world(p, todo.get(p) or plan.length[p]) for p in plan.plrs})
+    plan, _ = drive(Scan(PLRS[4:], 6400, 200, 4 * 9600, 0.5, 9600), world)  # the grid starts inside regime 2
     assert plan.pick is None and "below the grid" in plan.stopped_because
 
 
@@ -195,10 +197,7 @@ def test_a_loss_that_hovers_then_converges_is_not_the_pick():
         loss = lambda s: hover(s) if s < 1000 else 0.3 * math.exp(-(s - 1000) / 50)  # noqa: E731
         return curve(loss, range(0, length + 1, every)), 1.0, length
     assert classify(hovering(3e-3, 200)[0], 1.0, 0.5)[0] == "2"  # a short run cannot tell it from equilibrium
-    plan = Scan(PLRS, 6400, 200, 4 * 9600, 0.5, 9600)
-    todo = plan.step(None)
-    while todo is not None:
-        todo = plan.step({p: hovering(p, todo.get(p) or plan.length[p]) for p in PLRS})
+    plan, _ = drive(Scan(PLRS, 6400, 200, 4 * 9600, 0.5, 9600), hovering)
     assert plan.pick == 1e-2 and plan.bracket == [3e-3, 1e-2]
     assert plan.length[3e-3] >= 1600 and plan.length[1e-2] >= 1600  # both seen for a quarter of the full length
     assert plan.spent <= 9600  # still under one run
@@ -221,12 +220,7 @@ def race(plr, length, every=1):
 
 
 def run_race(budget, full=32, first=2, run_length=40, world=race):
-    plan = Halving(HALVE, full, first, budget * run_length, 0.1, run_length)
-    todo, rounds = plan.step(None), []
-    while todo is not None:
-        rounds.append(todo)
-        todo = plan.step({p: world(p, todo.get(p) or plan.length[p]) for p in HALVE})
-    return plan, rounds
+    return drive(Halving(HALVE, full, first, budget * run_length, 0.1, run_length), world)
 
 
 def test_off_the_sphere_the_scan_halves_on_validation_accuracy():
