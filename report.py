@@ -12,7 +12,7 @@ computes, plotting reads: the figures are drawn from summary.json alone (analysi
 import os
 
 from analysis.figures import draw_all
-from analysis.sweep import add_regimes, add_scan, collect, collect_geometry, summarize
+from analysis.sweep import add_regimes, add_scan, collect, collect_geometry, halving, summarize
 from core.errors import Parser, UserError, main_guard
 from core.io import write_json_atomic
 
@@ -40,19 +40,16 @@ def scan_lines(summary):
     scan = summary.get("scan")
     if not scan:
         return []
-    if scan["pick"] is not None and scan.get("reads") == "val acc":
-        own = next(e["decided_by"] for e in scan["per_plr"] if e["plr"] == scan["pick"])
-        return [f"How sure: successive halving on one seed's {summary['selection']} accuracy kept the pick to the "
-                f"end ({own}) after {scan['cost_runs']:.2f} runs. Its pick can land a grid step away from a full "
-                f"sweep's best (docs/results.md measures how often); for the range and its uncertainty, run a "
-                f"sweep (--preset quick or paper).", ""]
     if scan["pick"] is not None:
-        own = "; ".join(f"{e['plr']:g} {e['decided_by']}" for e in scan["per_plr"] if e["plr"] in scan["bracket"])
-        return [f"How sure: the two PLRs of the bracket were decided by tests on their training curves "
-                f"({own}) after "
-                f"{scan['cost_runs']:.2f} runs. A scan reads one seed's curves: its pick can land a grid step "
-                f"away from a full sweep's best (docs/results.md measures how often); for the range and its "
-                f"uncertainty, run a sweep (--preset quick or paper).", ""]
+        if halving(scan):
+            own = next(e["decided_by"] for e in scan["per_plr"] if e["plr"] == scan["pick"])
+            how = f"successive halving on one seed's {summary['selection']} accuracy kept the pick to the end ({own})"
+        else:
+            own = "; ".join(f"{e['plr']:g} {e['decided_by']}" for e in scan["per_plr"] if e["plr"] in scan["bracket"])
+            how = f"the two PLRs of the bracket were decided by tests on their training curves ({own})"
+        return [f"How sure: {how} after {scan['cost_runs']:.2f} runs. A scan reads one seed's curves: its pick "
+                f"can land a grid step away from a full sweep's best (docs/results.md measures how often); for "
+                f"the range and its uncertainty, run a sweep (--preset quick or paper).", ""]
     return ["What to do: rerun the same command with a larger --budget (the runs trained so far are continued, "
             "not redone)" + (f", about {scan['runs_to_decide']:.2g} runs" if scan.get("runs_to_decide") else "")
             + ", or extend the grid (--plrs) where the boundary lies.", ""]

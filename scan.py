@@ -24,6 +24,7 @@ import os
 import sys
 
 from analysis.scan import SCAN_SETS, curve_of, first_length, plan_for
+from analysis.sweep import practical
 from core.errors import Parser, UserError, main_guard, own_and_train_flags
 from core.io import write_json_atomic
 from engine import setup
@@ -74,7 +75,7 @@ def main():
     name = lambda p: f"plr{p:g}_s{seed}"  # noqa: E731
     os.makedirs(os.path.join(args.out, "pretrain"), exist_ok=True)
     os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
-    plan = plan_for(recipe["sphere"])(plrs, args.full, first, args.budget * run_length, None, run_length)
+    plan = plan_for(practical(recipe))(plrs, args.full, first, args.budget * run_length, None, run_length)
     todo = plan.step(None)
     with StopFlag() as stop:  # SIGTERM between two runs (a run itself checkpoints and exits 143)
         while todo is not None:

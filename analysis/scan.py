@@ -243,7 +243,7 @@ class Halving(Scan):
         keep = ranked[:max(1, -(-len(ranked) // 2))]
         for rank, p in enumerate(ranked, 1):
             self.verdicts[p] = (None, f"held-out accuracy {score[p]:.1%} at {length:g}, rank {rank} of {len(ranked)}")
-        if len(ranked) > 1 and length >= self.full or len(keep) == 1:  # the race is decided
+        if length >= self.full:  # no longer runs: the best of those left
             keep = ranked[:1]
         if len(keep) == 1:
             self.alive = keep
@@ -295,10 +295,10 @@ def late_mean(curve):
     return sum(late) / len(late)
 
 
-def plan_for(sphere):
-    """The scan's plan for a recipe: the curve tests on the sphere, successive halving off it (the
-    sweep's practical rule, analysis/sweep.py)."""
-    return Halving if sphere == "off" else Scan
+def plan_for(practical):
+    """The scan's plan: the curve tests, or successive halving where the sweep labels by the practical
+    rule (off the sphere: analysis/sweep.practical)."""
+    return Halving if practical else Scan
 
 
 def first_length(full, unit):
@@ -338,10 +338,10 @@ class Replay:
         return (*curve_of(self.rows[plr], self.at, length, reads), length)
 
 
-def replay(replay, plrs, full, run_length, budget, chance, sphere="on"):
+def replay(replay, plrs, full, run_length, budget, chance, practical=False):
     """The adaptive scan of one seed at `budget` runs, on finished runs' rows (`Replay`): the plan (its
-    pick, cost ...), as scan.py would have run it on those runs' first steps (`sphere`: the recipe's)."""
-    plan = plan_for(sphere)(plrs, full, first_length(full, replay.at + "s"), budget * run_length, chance, run_length)
+    pick, cost ...), as scan.py would have run it on those runs' first steps (`practical`: plan_for's)."""
+    plan = plan_for(practical)(plrs, full, first_length(full, replay.at + "s"), budget * run_length, chance, run_length)
     todo = plan.step(None)
     while todo is not None:
         todo = plan.step({p: replay.curve(p, todo.get(p) or plan.length[p], plan.reads) for p in plrs})

@@ -203,8 +203,8 @@ def add_regimes(summary, records, notes):
                                pretrain_acc=e["pretrain"]["val_acc" if split == "validation" else "test_acc"],
                                score=score,
                                curve=[p for p in c if p[0] >= c[-1][0] / 2] if c else None))
-    try:  # off the sphere: the practical rule, docs/protocol.md section 6
-        out = label_regimes(sweep, chance, practical=meta.get("recipe", {}).get("sphere") == "off", split=split)
+    try:
+        out = label_regimes(sweep, chance, practical=practical(meta.get("recipe")), split=split)
     except ValueError as err:
         notes.append(f"regimes not labelled: {err}")
         return
@@ -216,6 +216,17 @@ def add_regimes(summary, records, notes):
                    recommended_range_reason=out["range_reason"], not_learned=out["not_learned"])
 
 
+def practical(recipe):
+    """Whether a sweep of this recipe labels by the practical rule (docs/protocol.md section 6), and its
+    scan halves on held-out accuracy: off the sphere (`recipe`: a run's config.json meta["recipe"])."""
+    return (recipe or {}).get("sphere") == "off"
+
+
+def halving(scan):
+    """Whether a scan.json is of a successive-halving scan (analysis/scan.Halving), not the curve tests."""
+    return scan.get("reads") == "val acc"
+
+
 def add_scan(summary, root):
     """A scan's directory (scan.py: ROOT/scan.json): its decisions replace the sweep rule's labels, and
     its pick (or "inconclusive") the recommendation. summary.json gets "scan": {"pick", "bracket",
@@ -225,9 +236,8 @@ def add_scan(summary, root):
         return
     with open(path) as f:
         scan = json.load(f)
-    halving = scan.get("reads") == "val acc"  # off the sphere: successive halving on validation accuracy
     summary["scan"] = scan
-    if not halving:  # the curve tests read training curves alone (a halving scan keeps the runs' split)
+    if not halving(scan):  # the curve tests read training curves alone (a halving scan keeps the runs' split)
         summary["selection"] = "training curves"
     summary["setup"] = f"{os.path.basename(os.path.dirname(os.path.normpath(root)))} (scan)"
     regime = {key(e["plr"]): e for e in scan["per_plr"]}
@@ -238,7 +248,7 @@ def add_scan(summary, root):
     summary["boundaries"] = dict(summary["boundaries"], **{"1|2": math.sqrt(lo * hi) if lo and hi else None})
     summary["recommended_plr"] = scan["pick"]
     cost = f"{scan['cost_runs']:.2f} of {scan['budget_runs']:g} runs"
-    if scan["pick"] is not None and halving:
+    if scan["pick"] is not None and halving(scan):
         summary["recommendation_reason"] = (
             f"the adaptive scan's pick ({cost}): off the sphere, the PLR with the best pre-training "
             f"{summary['selection']} accuracy (the practical rule's 1|2 boundary), found by successive halving: "
@@ -253,12 +263,9 @@ def add_scan(summary, root):
             f"below {hi:g}" if hi else "nowhere yet"
         more = f"; about {scan['runs_to_decide']:.2g} runs would decide it (--budget)" if scan.get("runs_to_decide") \
             else ""
-        summary["recommendation_reason"] = (f"inconclusive ({cost}): {scan['stopped_because']}; the 1|2 boundary "
-                                            f"lies {around}{more}")
-        if halving and lo and hi:
-            summary["recommendation_reason"] = (f"inconclusive ({cost}): {scan['stopped_because']}; the best "
-                                                f"{summary['selection']} accuracy is one of the PLRs {lo:g} .. {hi:g} "
-                                                f"still in the race{more}")
+        where = (f"the best {summary['selection']} accuracy is one of the PLRs {lo:g} .. {hi:g} still in the race"
+                 if halving(scan) and lo and hi else f"the 1|2 boundary lies {around}")
+        summary["recommendation_reason"] = f"inconclusive ({cost}): {scan['stopped_because']}; {where}{more}"
 
 
 def per_seed_quality(records, plr, split="test"):

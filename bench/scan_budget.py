@@ -23,7 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from analysis.scan import Replay, replay  # noqa: E402
-from analysis.sweep import key, read_sweep  # noqa: E402
+from analysis.sweep import key, practical, read_sweep  # noqa: E402
 from core.errors import Parser, main_guard  # noqa: E402
 from engine.rundir import RunDir  # noqa: E402
 
@@ -44,7 +44,7 @@ def main():
     full = cfg["args"].get("epochs") or cfg["args"]["iters"]
     ft = RunDir(os.path.join(args.sweep, "finetune", sorted(os.listdir(os.path.join(args.sweep, "finetune")))[0]))
     run_length = full + (ft.config()["args"].get("epochs") or ft.config()["args"]["iters"])
-    sphere = cfg["meta"].get("recipe", {}).get("sphere", "on")  # off: the scan halves on validation accuracy
+    off_sphere = practical(cfg["meta"].get("recipe"))  # the scan halves on held-out accuracy
     rec, rng = summary["recommended_plr"], [key(x) for x in summary.get("recommended_range_plrs") or []]
     near = {q for i, q in enumerate(plrs) if any(abs(i - plrs.index(r)) <= 1 for r in rng)}
     print(f"{args.sweep}: {len(units)} seeds, {len(plrs)} PLRs, runs of {run_length} ({full} pre-training); the sweep "
@@ -59,7 +59,7 @@ def main():
                 source = Replay([RunDir(os.path.join(folder, d)) for d in sorted(os.listdir(folder))], u)
             else:
                 source = Replay(pt_runs, u)
-            plan = replay(source, plrs, full, run_length, b, cfg["meta"]["chance"], sphere)
+            plan = replay(source, plrs, full, run_length, b, cfg["meta"]["chance"], off_sphere)
             picks.append(None if plan.pick is None else key(plan.pick))
             costs.append(plan.spent / run_length)
         n = len(units)

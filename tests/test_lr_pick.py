@@ -74,7 +74,7 @@ def test_scan_is_the_sweeps_prefix(model, sphere, reads, tmp_path):
         a = [r for r in RunDir(str(sweep / "pretrain" / f"plr{p}_s0")).metrics() if r["epoch"] <= e["steps"]]
         assert b and a == b, p  # the scan's run is the sweep's first epochs
     runs = [RunDir(str(sweep / "pretrain" / d)) for d in sorted(os.listdir(sweep / "pretrain"))]
-    plan = replay(Replay(runs, (0, None)), [1e-3, 3e-2, 1.0, 30.0], 8, 12, 4, 0.1, sphere)
+    plan = replay(Replay(runs, (0, None)), [1e-3, 3e-2, 1.0, 30.0], 8, 12, 4, 0.1, sphere == "off")
     assert plan.summary()["per_plr"] == scan["per_plr"] and plan.pick == scan["pick"] and scan["reads"] == reads
     if sphere == "off":  # 3e-2 learns, 1 and 30 diverge: the race is between 1e-3 and 3e-2
         assert scan["pick"] in (1e-3, 3e-2) and {e["plr"]: e["regime"] for e in scan["per_plr"]}[30.0] == "3"

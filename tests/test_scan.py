@@ -226,7 +226,7 @@ def run_race(budget, full=32, first=2, run_length=40, world=race):
 def test_off_the_sphere_the_scan_halves_on_validation_accuracy():
     """The sweep's practical rule (1|2 at the best pre-training validation accuracy), found by successive
     halving: the PLRs that learned are ranked, the better half is run twice as long, until one is left."""
-    assert plan_for("off") is Halving and plan_for("on") is Scan and Halving.reads == ("val", "acc")
+    assert plan_for(True) is Halving and plan_for(False) is Scan and Halving.reads == ("val", "acc")
     plan, rounds = run_race(budget=2)
     assert rounds[0] == {p: 2 for p in HALVE}
     # 6 learned: the best 3 to 4 epochs, the best 2 of those to 8, then the better one is the pick
