@@ -208,8 +208,8 @@ fi
 # split the runs as the first one did (other parts would train the same members twice).
 SWEEP=$(printf '%s\n' "setup=$SETUP" "preset=$PRESET" "model=$MODEL" "model_args=$MODEL_ARGS" "dataset=$DATASET" \
   "plrs=$PLRS" "flrs=$FLRS" "seeds=$(echo $SEEDS)" "data_seeds=$(echo $DATA_SEEDS)" "pretrain=$(echo $PRETRAIN)" \
-  "finetune=$(echo $FINETUNE)" "recipe=$(echo $REC ${BATCH[@]+"${BATCH[@]}"})" "runs=${RUNS[*]}" \
-  $([ "$PRESET" != scan ] || echo "budget=$BUDGET"))
+  "finetune=$(echo $FINETUNE)" "recipe=$(echo $REC ${BATCH[@]+"${BATCH[@]}"})" "runs=${RUNS[*]}")
+# (a scan's --budget is not part of it: a larger one continues the scan's runs, as its report advises)
 if [ "$DRY" = 0 ]; then
   if [ -f "$DIR/sweep.txt" ]; then
     if [ "$(cat "$DIR/sweep.txt")" != "$SWEEP" ]; then

@@ -147,7 +147,19 @@ def test_a_scan_stopped_and_started_again_picks_the_same_and_repeats_no_step(tmp
 
 @pytest.mark.e2e
 def test_run_all_scan_reports_its_answer(tmp_path):
+    """A scan whose budget ran out says so and what to do; doing it (the same command, a larger budget)
+    continues its runs (their rows so far are the new runs' first rows) and answers."""
+    cut = run("bash", "run_all.sh", "--preset", "scan", "--seeds", "3", "--budget", "0.6", "--out", tmp_path)
+    folder = tmp_path / "synthetic" / "scan_s3"
+    assert "inconclusive" in cut.stdout
+    assert "What to do: rerun the same command with a larger --budget" in (folder / "report.md").read_text()
+    before = {d.name: (d / "metrics.jsonl").read_text() for d in (folder / "pretrain").iterdir()}
     proc = run("bash", "run_all.sh", "--preset", "scan", "--seeds", "3", "--budget", "1", "--out", tmp_path)
+    for name, rows in before.items():
+        after = (folder / "pretrain" / name / "metrics.jsonl").read_text()
+        assert after.startswith(rows), name
+        steps = [(r["step"], r["split"]) for r in map(json.loads, after.splitlines())]
+        assert len(steps) == len(set(steps)), name
     summary = json.load(open(tmp_path / "synthetic" / "scan_s3" / "summary.json"))
     scan = summary["scan"]
     assert set(scan) >= {"pick", "bracket", "cost_runs", "stopped_because", "per_plr"}
